@@ -1,0 +1,14 @@
+//! Database migrations, one file per migration, applied in the order listed here.
+//! They run automatically when the server first reaches the database, or with
+//! `lectern migrate`.
+
+pub use sea_orm_migration::prelude::*;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        Vec::new()
+    }
+}

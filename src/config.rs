@@ -1,0 +1,486 @@
+//! Typed settings, read once from the environment (and `.env` when present) and validated
+//! before anything starts. A bad value becomes one [`ConfigError`] line that names the
+//! variable and what it accepts; secrets never appear in `Debug` output or in those lines.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Everything the server can be told from outside. See `.env.example` for the defaults.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where the SQLite default and the embedded vector store keep their files.
+    pub data_dir: PathBuf,
+    /// The database to use; the default is a SQLite file inside `data_dir`.
+    pub database: DatabaseSettings,
+    /// The address the HTTP server listens on; port 0 picks a free one (tests do).
+    pub bind_addr: SocketAddr,
+    /// Production turns off developer conveniences and insists on real secrets.
+    pub app_env: AppEnv,
+    /// Signs access tokens; `None` in development means "generate one per process".
+    pub jwt_secret: Option<Secret>,
+    /// Lets sessions issued by a Better Auth server sharing the database sign in here too.
+    pub better_auth_secret: Option<Secret>,
+    /// Browser origins allowed to call the API; empty means any origin in development and
+    /// same-origin only in production.
+    pub cors_origins: Vec<String>,
+    /// How many of the most recently active conversations each reader keeps.
+    pub history_limit: u32,
+    /// Remote Qdrant server; `None` selects the embedded engine under `data_dir`.
+    pub qdrant: Option<RemoteService>,
+    /// Name of the collection that holds the corpus, embedded or remote.
+    pub qdrant_collection: String,
+    /// OpenAI-compatible embeddings endpoint; `None` means sparse BM25 retrieval only.
+    pub embedding: Option<ModelService>,
+    /// OpenAI-compatible chat endpoint; `None` means extractive answers.
+    pub llm: Option<ModelService>,
+    /// Human-readable logs for a terminal or one JSON object per line for a log shipper.
+    pub log_format: LogFormat,
+}
+
+/// How to reach the database and how much of it to use.
+#[derive(Clone)]
+pub struct DatabaseSettings {
+    /// A `postgres://`, `postgresql://` or `sqlite:` URL. May carry a password, so it is
+    /// redacted in `Debug`.
+    pub url: Secret,
+    /// Upper bound of pooled connections; requests beyond it wait up to the acquire timeout.
+    pub max_connections: u32,
+}
+
+impl DatabaseSettings {
+    pub fn backend(&self) -> DatabaseKind {
+        if self.url.expose().starts_with("sqlite:") {
+            DatabaseKind::Sqlite
+        } else {
+            DatabaseKind::Postgres
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("backend", &self.backend())
+            .field("max_connections", &self.max_connections)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseKind {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppEnv {
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// A service reached over HTTP with an optional API key (Qdrant server or Cloud).
+#[derive(Debug, Clone)]
+pub struct RemoteService {
+    pub url: String,
+    pub api_key: Option<Secret>,
+}
+
+/// An OpenAI-compatible model endpoint.
+#[derive(Debug, Clone)]
+pub struct ModelService {
+    pub base_url: String,
+    pub api_key: Option<Secret>,
+    pub model: String,
+}
+
+/// A value that must never be printed: `Debug` shows only that it is there.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The only way to the value; grep for it to audit where secrets go.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// A setting that cannot be used. Its `Display` is the one line start-up prints.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration error: {variable} {problem}; accepted: {accepts}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub problem: String,
+    pub accepts: &'static str,
+}
+
+/// The shortest JWT secret accepted in production: 256 bits for HS256.
+pub const MIN_SECRET_LEN: usize = 32;
+
+impl Settings {
+    /// Reads `.env` (when present) into the process environment, then the settings.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        // A missing .env is the normal case; a malformed one is worth stopping for.
+        match dotenvy::dotenv() {
+            Ok(_) => {}
+            Err(e) if e.not_found() => {}
+            Err(e) => {
+                return Err(ConfigError {
+                    variable: ".env",
+                    problem: format!("could not be read ({e})"),
+                    accepts: "KEY=value lines",
+                });
+            }
+        }
+        Self::from_lookup(|key| std::env::var(key).ok())
+    }
+
+    /// Builds settings from any key lookup, so tests can pass a map instead of the
+    /// process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |key: &str| {
+            lookup(key)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+
+        let app_env = match get("APP_ENV").as_deref() {
+            None | Some("development") => AppEnv::Development,
+            Some("production") => AppEnv::Production,
+            Some(other) => return Err(invalid("APP_ENV", other, "development | production")),
+        };
+        let data_dir = PathBuf::from(get("DATA_DIR").unwrap_or_else(|| "./data".into()));
+        let database = DatabaseSettings {
+            url: Secret::new(database_url(get("DATABASE_URL"), &data_dir)?),
+            max_connections: parse_number(
+                "DATABASE_MAX_CONNECTIONS",
+                get("DATABASE_MAX_CONNECTIONS"),
+                10,
+                1..=1000,
+                "an integer from 1 to 1000",
+            )?,
+        };
+        let bind_addr = match get("BIND_ADDR") {
+            None => SocketAddr::from(([127, 0, 0, 1], 8000)),
+            Some(v) => v.parse().map_err(|_| {
+                invalid(
+                    "BIND_ADDR",
+                    &v,
+                    "an IP address and port such as 127.0.0.1:8000 or 0.0.0.0:8080",
+                )
+            })?,
+        };
+        let jwt_secret = get("JWT_SECRET").map(Secret::new);
+        if app_env == AppEnv::Production {
+            match &jwt_secret {
+                None => {
+                    return Err(ConfigError {
+                        variable: "JWT_SECRET",
+                        problem: "is required when APP_ENV=production".into(),
+                        accepts: "a random string of at least 32 characters",
+                    });
+                }
+                Some(s) if s.expose().len() < MIN_SECRET_LEN => {
+                    return Err(ConfigError {
+                        variable: "JWT_SECRET",
+                        problem: format!("is too short ({} characters)", s.expose().len()),
+                        accepts: "a random string of at least 32 characters",
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+        let cors_origins = get("CORS_ORIGINS")
+            .map(|v| parse_origins(&v))
+            .transpose()?
+            .unwrap_or_default();
+        let history_limit = parse_number(
+            "HISTORY_LIMIT",
+            get("HISTORY_LIMIT"),
+            50,
+            1..=1000,
+            "an integer from 1 to 1000",
+        )?;
+        let qdrant = get("QDRANT_URL")
+            .map(|url| -> Result<_, ConfigError> {
+                Ok(RemoteService {
+                    url: http_url("QDRANT_URL", url)?,
+                    api_key: get("QDRANT_API_KEY").map(Secret::new),
+                })
+            })
+            .transpose()?;
+        let qdrant_collection = get("QDRANT_COLLECTION").unwrap_or_else(|| "lectern".into());
+        if !qdrant_collection
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(invalid(
+                "QDRANT_COLLECTION",
+                &qdrant_collection,
+                "letters, digits, '_' and '-'",
+            ));
+        }
+        let embedding = model_service(
+            &get,
+            ["EMBEDDING_BASE_URL", "EMBEDDING_API_KEY", "EMBEDDING_MODEL"],
+        )?;
+        let llm = model_service(&get, ["LLM_BASE_URL", "LLM_API_KEY", "LLM_MODEL"])?;
+        let log_format = match get("LOG_FORMAT").as_deref() {
+            None | Some("pretty") => LogFormat::Pretty,
+            Some("json") => LogFormat::Json,
+            Some(other) => return Err(invalid("LOG_FORMAT", other, "pretty | json")),
+        };
+        if let Some(filter) = get("RUST_LOG") {
+            tracing_subscriber::EnvFilter::builder()
+                .parse(&filter)
+                .map_err(|_| {
+                    invalid(
+                        "RUST_LOG",
+                        &filter,
+                        "tracing directives such as info or lectern=debug,tower_http=info",
+                    )
+                })?;
+        }
+
+        Ok(Self {
+            data_dir,
+            database,
+            bind_addr,
+            app_env,
+            jwt_secret,
+            better_auth_secret: get("BETTER_AUTH_SECRET").map(Secret::new),
+            cors_origins,
+            history_limit,
+            qdrant,
+            qdrant_collection,
+            embedding,
+            llm,
+            log_format,
+        })
+    }
+
+    pub fn is_production(&self) -> bool {
+        self.app_env == AppEnv::Production
+    }
+}
+
+fn invalid(variable: &'static str, value: &str, accepts: &'static str) -> ConfigError {
+    ConfigError {
+        variable,
+        problem: format!("has the invalid value {value:?}"),
+        accepts,
+    }
+}
+
+fn database_url(value: Option<String>, data_dir: &std::path::Path) -> Result<String, ConfigError> {
+    const ACCEPTS: &str = "postgres://user:pass@host:5432/db (add ?sslmode=require for Neon) or sqlite://path/to/file.db";
+    let Some(url) = value else {
+        return Ok(format!(
+            "sqlite://{}?mode=rwc",
+            data_dir.join("lectern.db").display()
+        ));
+    };
+    // Only the scheme is echoed back: the rest may hold a password.
+    let scheme = url.split(':').next().unwrap_or_default().to_owned();
+    match scheme.as_str() {
+        "postgres" | "postgresql" => {
+            if !url.contains("://") || url.len() <= scheme.len() + 3 {
+                return Err(ConfigError {
+                    variable: "DATABASE_URL",
+                    problem: "is missing the host after postgres://".into(),
+                    accepts: ACCEPTS,
+                });
+            }
+            Ok(url)
+        }
+        "sqlite" => {
+            // Create the file on first use unless the caller chose a mode.
+            if url.contains("mode=") || url.contains(":memory:") {
+                Ok(url)
+            } else if url.contains('?') {
+                Ok(format!("{url}&mode=rwc"))
+            } else {
+                Ok(format!("{url}?mode=rwc"))
+            }
+        }
+        _ => Err(ConfigError {
+            variable: "DATABASE_URL",
+            problem: format!("uses the unsupported scheme {scheme:?}"),
+            accepts: ACCEPTS,
+        }),
+    }
+}
+
+fn parse_number(
+    variable: &'static str,
+    value: Option<String>,
+    default: u32,
+    range: std::ops::RangeInclusive<u32>,
+    accepts: &'static str,
+) -> Result<u32, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(v) => match v.parse::<u32>() {
+            Ok(n) if range.contains(&n) => Ok(n),
+            _ => Err(invalid(variable, &v, accepts)),
+        },
+    }
+}
+
+fn http_url(variable: &'static str, value: String) -> Result<String, ConfigError> {
+    let rest = value
+        .strip_prefix("https://")
+        .or_else(|| value.strip_prefix("http://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.contains(char::is_whitespace) => {
+            Ok(value.trim_end_matches('/').to_owned())
+        }
+        _ => Err(invalid(
+            variable,
+            &value,
+            "an http:// or https:// URL such as https://api.openai.com/v1",
+        )),
+    }
+}
+
+fn parse_origins(value: &str) -> Result<Vec<String>, ConfigError> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .map(|origin| {
+            let well_formed = (origin.starts_with("http://") || origin.starts_with("https://"))
+                && !origin.ends_with('/')
+                && axum::http::HeaderValue::from_str(origin).is_ok();
+            if well_formed {
+                Ok(origin.to_owned())
+            } else {
+                Err(invalid(
+                    "CORS_ORIGINS",
+                    origin,
+                    "comma-separated origins such as https://book.example.com,http://localhost:3000 (no trailing slash)",
+                ))
+            }
+        })
+        .collect()
+}
+
+/// The service is on when its base URL is set, and then the model name is required.
+fn model_service(
+    get: &impl Fn(&str) -> Option<String>,
+    [url_var, key_var, model_var]: [&'static str; 3],
+) -> Result<Option<ModelService>, ConfigError> {
+    let Some(base_url) = get(url_var) else {
+        return Ok(None);
+    };
+    let base_url = http_url(url_var, base_url)?;
+    let model = get(model_var).ok_or(ConfigError {
+        variable: model_var,
+        problem: format!("is required when {url_var} is set"),
+        accepts: "the model name the endpoint serves, such as gpt-4o-mini",
+    })?;
+    Ok(Some(ModelService {
+        base_url,
+        api_key: get(key_var).map(Secret::new),
+        model,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Settings::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_need_no_configuration() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.bind_addr.to_string(), "127.0.0.1:8000");
+        assert_eq!(s.database.backend(), DatabaseKind::Sqlite);
+        assert!(s.database.url.expose().ends_with("lectern.db?mode=rwc"));
+        assert_eq!(s.history_limit, 50);
+        assert_eq!(s.app_env, AppEnv::Development);
+        assert!(s.llm.is_none() && s.embedding.is_none() && s.qdrant.is_none());
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (key, value) in [
+            ("BIND_ADDR", "nonsense"),
+            ("DATABASE_URL", "mysql://root@localhost/db"),
+            ("HISTORY_LIMIT", "0"),
+            ("HISTORY_LIMIT", "fifty"),
+            ("APP_ENV", "staging"),
+            ("LOG_FORMAT", "xml"),
+            ("CORS_ORIGINS", "example.com"),
+            ("LLM_BASE_URL", "ftp://x"),
+            ("RUST_LOG", "lectern=loud"),
+        ] {
+            let err = settings(&[(key, value)]).unwrap_err();
+            assert_eq!(err.variable, key, "{err}");
+            assert!(err.to_string().starts_with("configuration error: "));
+        }
+    }
+
+    #[test]
+    fn production_refuses_missing_or_short_jwt_secret() {
+        let err = settings(&[("APP_ENV", "production")]).unwrap_err();
+        assert_eq!(err.variable, "JWT_SECRET");
+        let err = settings(&[("APP_ENV", "production"), ("JWT_SECRET", "short")]).unwrap_err();
+        assert_eq!(err.variable, "JWT_SECRET");
+        let long = "x".repeat(MIN_SECRET_LEN);
+        assert!(settings(&[("APP_ENV", "production"), ("JWT_SECRET", &long)]).is_ok());
+    }
+
+    #[test]
+    fn model_endpoint_needs_a_model_name() {
+        let err = settings(&[("LLM_BASE_URL", "http://localhost:1234/v1")]).unwrap_err();
+        assert_eq!(err.variable, "LLM_MODEL");
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let s = settings(&[
+            ("DATABASE_URL", "postgres://app:hunter2@db.example.com/app"),
+            ("JWT_SECRET", "super-secret-signing-key"),
+            ("LLM_BASE_URL", "https://api.example.com/v1"),
+            ("LLM_API_KEY", "sk-very-secret"),
+            ("LLM_MODEL", "m"),
+        ])
+        .unwrap();
+        let printed = format!("{s:?}");
+        for secret in ["hunter2", "super-secret-signing-key", "sk-very-secret"] {
+            assert!(!printed.contains(secret), "{secret} leaked: {printed}");
+        }
+    }
+
+    #[test]
+    fn unsupported_database_scheme_does_not_echo_the_url() {
+        let err = settings(&[("DATABASE_URL", "mysql://root:pw@localhost/db")]).unwrap_err();
+        assert!(err.to_string().contains("\"mysql\""));
+        assert!(!err.to_string().contains("pw@"));
+    }
+}

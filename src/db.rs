@@ -1,0 +1,236 @@
+//! The database connection and what the server knows about its availability.
+//!
+//! The pool is created lazily, so the server boots while the database is still starting.
+//! A supervisor task owns the availability state: it probes with capped exponential
+//! backoff while the database is away, runs pending migrations the first time it gets
+//! through, and keeps probing while it is up. Request handlers never wait for it: they go
+//! through [`Database::guard`], which answers at once from the last known state, and report
+//! connection-level failures back with [`Database::observe`] so an outage is known after
+//! the first failed query instead of at the next probe.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use migration::{Migrator, MigratorTrait};
+use sea_orm::{ConnectOptions, DatabaseConnection, DbErr, RuntimeErr};
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{DatabaseKind, DatabaseSettings};
+
+/// How long a request may wait for a pooled connection before giving up.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long opening one connection (TCP + TLS + auth) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The first retry after a failed probe; doubled after each further failure...
+const BACKOFF_START: Duration = Duration::from_millis(100);
+/// ...up to this cap, so recovery is noticed within a few seconds.
+const BACKOFF_CAP: Duration = Duration::from_secs(3);
+/// How often a healthy database is probed, to notice an outage nobody's query hit.
+const PROBE_INTERVAL: Duration = Duration::from_secs(2);
+/// Upper bound of one probe, including migrations on first contact.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the server believes about the database right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Availability {
+    /// No probe has finished yet (start-up).
+    Connecting,
+    /// Reachable, and migrations have been applied.
+    Up,
+    /// The last probe or query failed at the connection level.
+    Down,
+}
+
+/// A cheap-to-clone handle shared by the schema, the HTTP layer and the supervisor.
+#[derive(Clone)]
+pub struct Database {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The lazy pool; it connects on first use and reconnects on its own.
+    conn: DatabaseConnection,
+    kind: DatabaseKind,
+    /// The availability state, written by the supervisor and by [`Database::observe`].
+    state: watch::Sender<Availability>,
+    /// Wakes the supervisor early when a request saw the connection fail.
+    wake: Notify,
+}
+
+/// The guard's answer when the database is known to be unavailable.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the database is unavailable")]
+pub struct Unavailable;
+
+impl Database {
+    /// Builds the pool without connecting. Fails only on a URL the driver cannot parse.
+    pub async fn connect_lazy(settings: &DatabaseSettings) -> Result<Self, DbErr> {
+        let mut options = ConnectOptions::new(settings.url.expose());
+        options
+            .max_connections(settings.max_connections)
+            .min_connections(0)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .idle_timeout(Duration::from_secs(300))
+            // A ping before every checkout would double the round trips of every request;
+            // connection errors are observed and recovered from instead.
+            .test_before_acquire(false)
+            .connect_lazy(true)
+            .sqlx_logging(false);
+        let conn = sea_orm::Database::connect(options).await?;
+        let (state, _) = watch::channel(Availability::Connecting);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                conn,
+                kind: settings.backend(),
+                state,
+                wake: Notify::new(),
+            }),
+        })
+    }
+
+    /// The one door to the database for request handlers: the connection while the
+    /// database is usable, [`Unavailable`] at once while it is known not to be.
+    pub fn guard(&self) -> Result<&DatabaseConnection, Unavailable> {
+        match *self.inner.state.borrow() {
+            Availability::Up => Ok(&self.inner.conn),
+            Availability::Connecting | Availability::Down => Err(Unavailable),
+        }
+    }
+
+    /// Looks at a failed query: when the failure means the database is gone, marks it
+    /// down and wakes the supervisor. Returns whether it was such a failure.
+    pub fn observe(&self, err: &DbErr) -> bool {
+        if !is_connection_error(err) {
+            return false;
+        }
+        let was_up = self.inner.state.send_replace(Availability::Down) == Availability::Up;
+        if was_up {
+            tracing::warn!(error = %err, "database connection lost");
+        }
+        self.inner.wake.notify_one();
+        true
+    }
+
+    pub fn availability(&self) -> Availability {
+        *self.inner.state.borrow()
+    }
+
+    /// Resolves once the database is up; for callers that must wait, like `lectern migrate`
+    /// or a test, never for request handlers.
+    pub async fn wait_until_up(&self) {
+        let mut rx = self.inner.state.subscribe();
+        // The sender lives as long as `self`, so this cannot fail while we hold it.
+        let _ = rx.wait_for(|a| *a == Availability::Up).await;
+    }
+
+    pub fn kind(&self) -> DatabaseKind {
+        self.inner.kind
+    }
+
+    /// The connection regardless of availability: for the CLI and tests that manage
+    /// their own waiting. Request handlers use [`Database::guard`].
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.inner.conn
+    }
+
+    /// Runs until `shutdown` fires: probes, migrates on first contact, tracks availability
+    /// and logs every transition (connecting, connected, lost, recovered).
+    pub async fn supervise(self, shutdown: CancellationToken) {
+        let mut migrated = false;
+        let mut backoff = BACKOFF_START;
+        let mut failures: u32 = 0;
+        tracing::info!(backend = ?self.inner.kind, "connecting to the database");
+        loop {
+            let outcome = tokio::time::timeout(PROBE_TIMEOUT, self.probe(&mut migrated)).await;
+            let previous = self.availability();
+            let delay = match outcome {
+                Ok(Ok(())) => {
+                    self.inner.state.send_replace(Availability::Up);
+                    match previous {
+                        Availability::Connecting => tracing::info!("database connected"),
+                        Availability::Down => {
+                            tracing::info!(failed_probes = failures, "database recovered")
+                        }
+                        Availability::Up => {}
+                    }
+                    failures = 0;
+                    backoff = BACKOFF_START;
+                    PROBE_INTERVAL
+                }
+                failed => {
+                    let reason = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => format!("no answer within {PROBE_TIMEOUT:?}"),
+                    };
+                    self.inner.state.send_replace(Availability::Down);
+                    failures += 1;
+                    if previous == Availability::Up {
+                        tracing::warn!(error = %reason, "database connection lost");
+                    } else if failures == 1 || failures.is_power_of_two() {
+                        // Quieter as an outage drags on: attempt 1, 2, 4, 8, ...
+                        tracing::warn!(error = %reason, attempt = failures, retry_in = ?backoff, "database unavailable, retrying");
+                    }
+                    let delay = backoff;
+                    backoff = (backoff * 2).min(BACKOFF_CAP);
+                    delay
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.inner.wake.notified() => {}
+            }
+        }
+        self.inner.conn.close_by_ref().await.ok();
+        tracing::info!("database pool closed");
+    }
+
+    async fn probe(&self, migrated: &mut bool) -> Result<(), DbErr> {
+        self.inner.conn.ping().await?;
+        if !*migrated {
+            run_migrations(&self.inner.conn).await?;
+            *migrated = true;
+        }
+        Ok(())
+    }
+}
+
+/// Applies every pending migration. On PostgreSQL each migration runs in its own
+/// transaction, so an interrupted run leaves the schema at a migration boundary.
+pub async fn run_migrations(conn: &DatabaseConnection) -> Result<(), DbErr> {
+    let pending = Migrator::get_pending_migrations(conn).await?.len();
+    if pending > 0 {
+        tracing::info!(pending, "applying database migrations");
+        Migrator::up(conn, None).await?;
+        tracing::info!(pending, "database migrations applied");
+    }
+    Ok(())
+}
+
+/// Whether an error means "the database cannot be reached" rather than "this query failed".
+fn is_connection_error(err: &DbErr) -> bool {
+    match err {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            use sea_orm::sqlx::Error as E;
+            match e.as_ref() {
+                E::Io(_)
+                | E::Tls(_)
+                | E::Protocol(_)
+                | E::PoolTimedOut
+                | E::PoolClosed
+                | E::WorkerCrashed => true,
+                // SQLSTATE class 08 (connection exception) and 57P0x (server shutting
+                // down, crashed, or not accepting connections yet).
+                E::Database(db) => db
+                    .code()
+                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}

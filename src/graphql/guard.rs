@@ -1,0 +1,52 @@
+//! The database guard: the one way resolvers reach the database.
+//!
+//! While the database is known to be unavailable it answers `DATABASE_UNAVAILABLE` at
+//! once, without touching the pool; when a query fails because the connection went away
+//! it reports that to [`Database`] (so the next request is refused at once too) and
+//! answers with the same code. Fields behind it are nullable where the rest of a response
+//! is worth having, so clients get partial data plus an error with a `path`.
+
+use std::future::Future;
+
+use async_graphql::Context;
+use sea_orm::{DatabaseConnection, DbErr};
+
+use super::error::ApiError;
+use crate::db::Database;
+
+/// Runs `op` with a connection if the database is available, classifying its failure.
+///
+/// `op` gets an owned handle (a cheap clone of the pool) so its future may outlive the
+/// borrow of the context. Service errors convert into [`ApiError`]; a `DbErr` among them
+/// that means "connection lost" becomes `DATABASE_UNAVAILABLE`.
+pub async fn with_database<T, E, F, Fut>(ctx: &Context<'_>, op: F) -> Result<T, ApiError>
+where
+    F: FnOnce(DatabaseConnection) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: Into<ApiError>,
+{
+    let db = database(ctx)?;
+    let conn = db.guard()?.clone();
+    op(conn).await.map_err(|e| classify(db, e.into()))
+}
+
+/// The shared [`Database`] handle from schema data.
+pub fn database<'a>(ctx: &Context<'a>) -> Result<&'a Database, ApiError> {
+    ctx.data::<Database>().map_err(|_| {
+        tracing::error!("schema built without a Database in its data");
+        ApiError::DatabaseUnavailable
+    })
+}
+
+fn classify(db: &Database, err: ApiError) -> ApiError {
+    match err {
+        ApiError::Database(cause) if db.observe(&cause) => ApiError::DatabaseUnavailable,
+        other => other,
+    }
+}
+
+impl From<DbErr> for ApiError {
+    fn from(err: DbErr) -> Self {
+        ApiError::Database(err)
+    }
+}

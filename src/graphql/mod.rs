@@ -1,0 +1,46 @@
+//! The GraphQL schema: one root per feature, merged; shared services placed once in
+//! schema data; limits checked before anything executes.
+
+pub mod error;
+pub mod guard;
+pub mod health;
+
+use std::sync::Arc;
+
+use async_graphql::{EmptyMutation, EmptySubscription, MergedObject, Schema, SchemaBuilder};
+
+use crate::config::Settings;
+use crate::db::Database;
+
+/// Deepest selection accepted: enough for conversations → edges → node → messages → edges
+/// → node → sources with room to spare, not enough for abuse.
+pub const MAX_DEPTH: usize = 12;
+/// Largest query cost accepted, where list fields cost their page size times their
+/// children.
+pub const MAX_COMPLEXITY: usize = 2_000;
+
+#[derive(MergedObject, Default)]
+pub struct Query(health::HealthQuery);
+
+pub type LecternSchema = Schema<Query, EmptyMutation, EmptySubscription>;
+
+fn builder() -> SchemaBuilder<Query, EmptyMutation, EmptySubscription> {
+    Schema::build(Query::default(), EmptyMutation, EmptySubscription)
+        .limit_depth(MAX_DEPTH)
+        .limit_complexity(MAX_COMPLEXITY)
+}
+
+/// The schema the server runs, holding the services resolvers need.
+pub fn build_schema(db: Database, settings: Arc<Settings>) -> LecternSchema {
+    let mut builder = builder().data(db);
+    if settings.is_production() {
+        builder = builder.disable_introspection();
+    }
+    builder.data(settings).finish()
+}
+
+/// The SDL clients generate code from; `lectern schema` prints it and `schema.graphql`
+/// holds a copy that a test keeps current.
+pub fn sdl() -> String {
+    builder().finish().sdl()
+}

@@ -1,0 +1,147 @@
+//! The HTTP surface: routes, the middleware every request passes through (request id,
+//! tracing span, body limit, CORS), and graceful shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_graphql::http::GraphiQLSource;
+use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
+use axum::response::{Html, IntoResponse, Json, Response};
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::config::Settings;
+use crate::db::Database;
+use crate::graphql::LecternSchema;
+use crate::graphql::health::Health;
+
+/// Largest request body accepted. A chat input is at most 4,000 + 10,000 characters, which
+/// stays well under this even with JSON escaping; anything bigger is refused with 413.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub schema: LecternSchema,
+    pub db: Database,
+    pub settings: Arc<Settings>,
+    /// Fired when shutdown starts, so `/readyz` stops attracting traffic while in-flight
+    /// requests drain.
+    pub shutdown: CancellationToken,
+}
+
+pub fn router(state: AppState) -> Router {
+    let graphiql = !state.settings.is_production();
+    let cors = cors_layer(&state.settings);
+    let mut graphql = axum::routing::post(graphql_handler);
+    if graphiql {
+        graphql = graphql.get(graphiql_page);
+    }
+    Router::new()
+        .route("/graphql", graphql)
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(cors)
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                let request_id = request
+                    .headers()
+                    .get(&REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                tracing::info_span!(
+                    "request",
+                    method = %request.method(),
+                    path = %request.uri().path(),
+                    request_id = %request_id,
+                )
+            }),
+        )
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+async fn graphql_handler(
+    State(state): State<AppState>,
+    request: GraphQLRequest,
+) -> GraphQLResponse {
+    state.schema.execute(request.into_inner()).await.into()
+}
+
+async fn graphiql_page() -> Html<String> {
+    Html(GraphiQLSource::build().endpoint("/graphql").finish())
+}
+
+/// Readiness with per-component status. A degraded server still answers chats, so it
+/// stays ready (200); only a server that is shutting down says 503.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let health = Health::of(&state.db, &state.settings);
+    let code = if state.shutdown.is_cancelled() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (code, Json(health)).into_response()
+}
+
+/// Browsers may call from `CORS_ORIGINS`. With none configured, development allows any
+/// origin (no credentials) and production sends no CORS headers: same-origin only.
+fn cors_layer(settings: &Settings) -> CorsLayer {
+    let origins: Vec<HeaderValue> = settings
+        .cors_origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    let allow_origin = if !origins.is_empty() {
+        AllowOrigin::list(origins)
+    } else if settings.is_production() {
+        AllowOrigin::list(Vec::<HeaderValue>::new())
+    } else {
+        AllowOrigin::any()
+    };
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .max_age(Duration::from_secs(600))
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}

@@ -1,0 +1,102 @@
+//! Lectern: the GraphQL backend of a retrieval-augmented chatbot beside a book.
+//!
+//! Reading order for a newcomer:
+//! 1. [`config`]: every setting, parsed and validated once into [`config::Settings`].
+//! 2. [`db`]: the lazily connected pool, the supervisor that tracks whether the database
+//!    is there and migrates it, and the availability state the guard reads.
+//! 3. [`graphql`]: the schema, one root per feature; [`graphql::guard`] is the one way
+//!    resolvers reach the database, [`graphql::error`] the codes clients see.
+//! 4. [`http`]: routes and middleware around the schema.
+//! 5. [`Application`] below ties them together; `main.rs` and every test call
+//!    [`Application::build`].
+
+pub mod config;
+pub mod db;
+pub mod graphql;
+pub mod http;
+pub mod telemetry;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use config::{DatabaseKind, Settings};
+use db::Database;
+
+/// A built server: bound to its port, with its database supervisor ready to start.
+pub struct Application {
+    listener: TcpListener,
+    state: http::AppState,
+}
+
+impl Application {
+    /// Binds the listener and prepares everything; connects to nothing yet, so it works
+    /// with the database down. Port 0 in `BIND_ADDR` picks a free port (see
+    /// [`Application::local_addr`]).
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        if settings.database.backend() == DatabaseKind::Sqlite {
+            std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+                format!("cannot create DATA_DIR {}", settings.data_dir.display())
+            })?;
+        }
+        let db = Database::connect_lazy(&settings.database)
+            .await
+            .context("DATABASE_URL cannot be used")?;
+        let listener = TcpListener::bind(settings.bind_addr)
+            .await
+            .with_context(|| format!("cannot listen on BIND_ADDR {}", settings.bind_addr))?;
+        let settings = Arc::new(settings);
+        let schema = graphql::build_schema(db.clone(), settings.clone());
+        Ok(Self {
+            listener,
+            state: http::AppState {
+                schema,
+                db,
+                settings,
+                shutdown: CancellationToken::new(),
+            },
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound TCP listener has a local address")
+    }
+
+    pub fn database(&self) -> Database {
+        self.state.db.clone()
+    }
+
+    /// Serves until `stop` resolves, then lets in-flight requests finish, stops the
+    /// database supervisor and closes the pool.
+    pub async fn run_until(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let shutdown = self.state.shutdown.clone();
+        let supervisor = tokio::spawn(self.state.db.clone().supervise(shutdown.clone()));
+        tracing::info!(address = %self.local_addr(), "listening; GraphQL at /graphql");
+        let app = http::router(self.state);
+        let signal = {
+            let shutdown = shutdown.clone();
+            async move {
+                stop.await;
+                shutdown.cancel();
+            }
+        };
+        let served = axum::serve(self.listener, app)
+            .with_graceful_shutdown(signal)
+            .await;
+        shutdown.cancel();
+        if let Err(e) = supervisor.await {
+            tracing::error!(error = %e, "database supervisor ended abnormally");
+        }
+        tracing::info!("stopped");
+        served
+    }
+}
