@@ -24,6 +24,10 @@ pub struct Settings {
     /// Browser origins allowed to call the API; empty means any origin in development and
     /// same-origin only in production.
     pub cors_origins: Vec<String>,
+    /// Sign-in and registration attempts allowed per client address per 10 s (0: off).
+    pub auth_rate_limit_per_ip: u32,
+    /// Sign-in and registration attempts allowed per email per 10 s (0: off).
+    pub auth_rate_limit_per_email: u32,
     /// How many of the most recently active conversations each reader keeps.
     pub history_limit: u32,
     /// Remote Qdrant server; `None` selects the embedded engine under `data_dir`.
@@ -217,6 +221,20 @@ impl Settings {
             1..=1000,
             "an integer from 1 to 1000",
         )?;
+        let auth_rate_limit_per_ip = parse_number(
+            "AUTH_RATE_LIMIT_PER_IP",
+            get("AUTH_RATE_LIMIT_PER_IP"),
+            30,
+            0..=1_000_000,
+            "a count of attempts per 10 seconds from 0 (off) to 1000000",
+        )?;
+        let auth_rate_limit_per_email = parse_number(
+            "AUTH_RATE_LIMIT_PER_EMAIL",
+            get("AUTH_RATE_LIMIT_PER_EMAIL"),
+            3,
+            0..=1_000_000,
+            "a count of attempts per 10 seconds from 0 (off) to 1000000",
+        )?;
         let qdrant = get("QDRANT_URL")
             .map(|url| -> Result<_, ConfigError> {
                 Ok(RemoteService {
@@ -266,6 +284,8 @@ impl Settings {
             jwt_secret,
             better_auth_secret: get("BETTER_AUTH_SECRET").map(Secret::new),
             cors_origins,
+            auth_rate_limit_per_ip,
+            auth_rate_limit_per_email,
             history_limit,
             qdrant,
             qdrant_collection,

@@ -7,8 +7,10 @@ use std::time::Duration;
 use async_graphql::http::GraphiQLSource;
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::Router;
-use axum::extract::State;
-use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use axum::response::{Html, IntoResponse, Json, Response};
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
@@ -17,6 +19,9 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::auth::better_auth::BetterAuthVerifier;
+use crate::auth::viewer::Viewer;
+use crate::auth::{AuthService, ClientInfo};
 use crate::config::Settings;
 use crate::db::Database;
 use crate::graphql::LecternSchema;
@@ -34,6 +39,10 @@ pub struct AppState {
     pub schema: LecternSchema,
     pub db: Database,
     pub settings: Arc<Settings>,
+    /// Verifies access tokens when the viewer of a request is worked out.
+    pub auth: AuthService,
+    /// Present when `BETTER_AUTH_SECRET` is set.
+    pub better_auth: Option<BetterAuthVerifier>,
     /// Fired when shutdown starts, so `/readyz` stops attracting traffic while in-flight
     /// requests drain.
     pub shutdown: CancellationToken,
@@ -72,11 +81,25 @@ pub fn router(state: AppState) -> Router {
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }
 
+/// Longest `User-Agent` recorded on a session.
+const MAX_USER_AGENT_CHARS: usize = 512;
+
 async fn graphql_handler(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     request: GraphQLRequest,
 ) -> GraphQLResponse {
-    state.schema.execute(request.into_inner()).await.into()
+    let viewer = Viewer::from_headers(&headers, &state.auth.keys, state.better_auth.as_ref());
+    let client = ClientInfo {
+        ip: Some(peer.ip()),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.chars().take(MAX_USER_AGENT_CHARS).collect()),
+    };
+    let request = request.into_inner().data(viewer).data(client);
+    state.schema.execute(request).await.into()
 }
 
 async fn graphiql_page() -> Html<String> {
@@ -113,7 +136,7 @@ fn cors_layer(settings: &Settings) -> CorsLayer {
     CorsLayer::new()
         .allow_origin(allow_origin)
         .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, REQUEST_ID])
         .max_age(Duration::from_secs(600))
 }
 

@@ -6,12 +6,16 @@
 //!    is there and migrates it, and the availability state the guard reads.
 //! 3. [`graphql`]: the schema, one root per feature; [`graphql::guard`] is the one way
 //!    resolvers reach the database, [`graphql::error`] the codes clients see.
-//! 4. [`http`]: routes and middleware around the schema.
-//! 5. [`Application`] below ties them together; `main.rs` and every test call
+//! 4. [`auth`]: accounts, passwords, tokens, and the viewer of a request;
+//!    [`entities`] the tables they live in.
+//! 5. [`http`]: routes and middleware around the schema.
+//! 6. [`Application`] below ties them together; `main.rs` and every test call
 //!    [`Application::build`].
 
+pub mod auth;
 pub mod config;
 pub mod db;
+pub mod entities;
 pub mod graphql;
 pub mod http;
 pub mod telemetry;
@@ -49,14 +53,32 @@ impl Application {
         let listener = TcpListener::bind(settings.bind_addr)
             .await
             .with_context(|| format!("cannot listen on BIND_ADDR {}", settings.bind_addr))?;
+        let jwt_secret = settings.jwt_secret.clone().unwrap_or_else(|| {
+            tracing::warn!("JWT_SECRET is not set: using a random one, so sign-ins end at restart");
+            auth::tokens::TokenKeys::generated()
+        });
+        let auth = auth::AuthService {
+            hasher: auth::password::PasswordHasher::new()?,
+            keys: auth::tokens::TokenKeys::new(&jwt_secret),
+            limits: auth::rate_limit::AuthRateLimits::new(
+                settings.auth_rate_limit_per_ip,
+                settings.auth_rate_limit_per_email,
+            ),
+        };
+        let better_auth = settings
+            .better_auth_secret
+            .clone()
+            .map(auth::better_auth::BetterAuthVerifier::new);
         let settings = Arc::new(settings);
-        let schema = graphql::build_schema(db.clone(), settings.clone());
+        let schema = graphql::build_schema(db.clone(), settings.clone(), auth.clone());
         Ok(Self {
             listener,
             state: http::AppState {
                 schema,
                 db,
                 settings,
+                auth,
+                better_auth,
                 shutdown: CancellationToken::new(),
             },
         })
@@ -89,6 +111,7 @@ impl Application {
                 shutdown.cancel();
             }
         };
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(signal)
             .await;

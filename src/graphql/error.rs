@@ -2,9 +2,12 @@
 //! `extensions.code` meant for programs. Internal causes are logged here, once, with
 //! their detail, and replaced by a generic message before they leave the server.
 
+use std::time::Duration;
+
 use async_graphql::ErrorExtensions;
 use sea_orm::DbErr;
 
+use crate::auth::AuthError;
 use crate::db::Unavailable;
 
 /// The `extensions.code` values of the contract in DESIGN.md.
@@ -43,6 +46,19 @@ impl ErrorCode {
 /// error without a code, so the only way out is the `From` impl below, which sets one.
 #[derive(Debug)]
 pub enum ApiError {
+    /// `UNAUTHENTICATED`: the field needs a signed-in reader and the credentials are
+    /// missing, expired, revoked or invalid.
+    Unauthenticated,
+    /// `BAD_USER_INPUT`: says what is accepted.
+    BadUserInput(String),
+    /// `EMAIL_TAKEN`.
+    EmailTaken,
+    /// `INVALID_CREDENTIALS`: unknown email and wrong password alike.
+    InvalidCredentials,
+    /// `RATE_LIMITED`: with `extensions.retryAfter` in whole seconds.
+    RateLimited(Duration),
+    /// `INTERNAL_SERVER_ERROR` for a cause that is not the database's; logged.
+    Internal(&'static str),
     /// `DATABASE_UNAVAILABLE`: the guard refused, or the query lost its connection.
     DatabaseUnavailable,
     /// `INTERNAL_SERVER_ERROR`: a database failure that is not an outage (a bug, a
@@ -53,17 +69,31 @@ pub enum ApiError {
 impl ApiError {
     pub fn code(&self) -> ErrorCode {
         match self {
+            Self::Unauthenticated => ErrorCode::Unauthenticated,
+            Self::BadUserInput(_) => ErrorCode::BadUserInput,
+            Self::EmailTaken => ErrorCode::EmailTaken,
+            Self::InvalidCredentials => ErrorCode::InvalidCredentials,
+            Self::RateLimited(_) => ErrorCode::RateLimited,
             Self::DatabaseUnavailable => ErrorCode::DatabaseUnavailable,
-            Self::Database(_) => ErrorCode::InternalServerError,
+            Self::Database(_) | Self::Internal(_) => ErrorCode::InternalServerError,
         }
     }
 
     fn message(&self) -> String {
         match self {
+            Self::Unauthenticated => {
+                "sign in first: credentials are missing, expired or invalid".into()
+            }
+            Self::BadUserInput(why) => why.clone(),
+            Self::EmailTaken => "an account with this email already exists".into(),
+            Self::InvalidCredentials => "email or password is wrong".into(),
+            Self::RateLimited(wait) => {
+                format!("too many attempts; retry in {} s", retry_after_secs(*wait))
+            }
             Self::DatabaseUnavailable => {
                 "the database is unavailable right now; try again shortly".into()
             }
-            Self::Database(_) => "internal server error".into(),
+            Self::Database(_) | Self::Internal(_) => "internal server error".into(),
         }
     }
 }
@@ -74,13 +104,44 @@ impl From<Unavailable> for ApiError {
     }
 }
 
+fn retry_after_secs(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+}
+
+impl From<AuthError> for ApiError {
+    fn from(err: AuthError) -> Self {
+        match err {
+            AuthError::InvalidInput(why) => Self::BadUserInput(why),
+            AuthError::EmailTaken => Self::EmailTaken,
+            AuthError::InvalidCredentials => Self::InvalidCredentials,
+            AuthError::InvalidSession => Self::Unauthenticated,
+            AuthError::RateLimited(wait) => Self::RateLimited(wait),
+            AuthError::Database(e) => Self::Database(e),
+            AuthError::Hashing(e) => {
+                tracing::error!(error = %e, "password hashing failed");
+                Self::Internal("password hashing failed")
+            }
+        }
+    }
+}
+
 impl From<ApiError> for async_graphql::Error {
     fn from(err: ApiError) -> Self {
-        if let ApiError::Database(cause) = &err {
-            tracing::error!(error = %cause, "database query failed");
+        match &err {
+            ApiError::Database(cause) => tracing::error!(error = %cause, "database query failed"),
+            ApiError::Internal(what) => tracing::error!(cause = what, "internal error"),
+            _ => {}
         }
         let code = err.code();
-        async_graphql::Error::new(err.message())
-            .extend_with(|_, ext| ext.set("code", code.as_str()))
+        let retry_after = match &err {
+            ApiError::RateLimited(wait) => Some(retry_after_secs(*wait)),
+            _ => None,
+        };
+        async_graphql::Error::new(err.message()).extend_with(|_, ext| {
+            ext.set("code", code.as_str());
+            if let Some(secs) = retry_after {
+                ext.set("retryAfter", secs);
+            }
+        })
     }
 }

@@ -1,14 +1,16 @@
 //! The GraphQL schema: one root per feature, merged; shared services placed once in
 //! schema data; limits checked before anything executes.
 
+pub mod auth;
 pub mod error;
 pub mod guard;
 pub mod health;
 
 use std::sync::Arc;
 
-use async_graphql::{EmptyMutation, EmptySubscription, MergedObject, Schema, SchemaBuilder};
+use async_graphql::{EmptySubscription, MergedObject, Schema, SchemaBuilder};
 
+use crate::auth::AuthService;
 use crate::config::Settings;
 use crate::db::Database;
 
@@ -20,19 +22,22 @@ pub const MAX_DEPTH: usize = 12;
 pub const MAX_COMPLEXITY: usize = 2_000;
 
 #[derive(MergedObject, Default)]
-pub struct Query(health::HealthQuery);
+pub struct Query(auth::AuthQuery, health::HealthQuery);
 
-pub type LecternSchema = Schema<Query, EmptyMutation, EmptySubscription>;
+#[derive(MergedObject, Default)]
+pub struct Mutation(auth::AuthMutation);
 
-fn builder() -> SchemaBuilder<Query, EmptyMutation, EmptySubscription> {
-    Schema::build(Query::default(), EmptyMutation, EmptySubscription)
+pub type LecternSchema = Schema<Query, Mutation, EmptySubscription>;
+
+fn builder() -> SchemaBuilder<Query, Mutation, EmptySubscription> {
+    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
 }
 
 /// The schema the server runs, holding the services resolvers need.
-pub fn build_schema(db: Database, settings: Arc<Settings>) -> LecternSchema {
-    let mut builder = builder().data(db);
+pub fn build_schema(db: Database, settings: Arc<Settings>, auth: AuthService) -> LecternSchema {
+    let mut builder = builder().data(db).data(auth);
     if settings.is_production() {
         builder = builder.disable_introspection();
     }

@@ -1,0 +1,288 @@
+//! Password hashing off the async workers.
+//!
+//! New hashes are argon2id with the argon2 crate's defaults (OWASP: m=19456 KiB, t=2,
+//! p=1) as PHC strings. Better Auth's scrypt hashes verify too, and [`Verified::Upgrade`]
+//! tells the caller to replace them. Every hash runs on the blocking pool, at most one per
+//! core at a time, so a login storm queues instead of starving other requests. An unknown
+//! email is checked against a dummy hash so it takes as long as a wrong password.
+
+use std::sync::Arc;
+
+use argon2::Argon2;
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
+use tokio::sync::Semaphore;
+use unicode_normalization::UnicodeNormalization;
+
+/// The outcome of checking a password.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verified {
+    /// Right password, hash current.
+    Yes,
+    /// Right password, but the stored hash is in an older format: store a new one.
+    Upgrade,
+    /// Wrong password, unknown user, or an unreadable stored hash.
+    No,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    #[error("password hashing failed: {0}")]
+    Hash(String),
+    #[error("the hashing task did not finish: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+#[derive(Clone)]
+pub struct PasswordHasher {
+    /// One permit per core: more concurrent hashes would only add memory and latency.
+    permits: Arc<Semaphore>,
+    /// A real argon2id hash of a random password, verified when the user is unknown.
+    dummy_hash: Arc<str>,
+}
+
+impl PasswordHasher {
+    pub fn new() -> Result<Self, HashError> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let random: [u8; 16] = rand::random();
+        let dummy_hash = hash_now(&hex(&random))?;
+        Ok(Self {
+            permits: Arc::new(Semaphore::new(cores)),
+            dummy_hash: dummy_hash.into(),
+        })
+    }
+
+    /// The number of hashes that may run at once.
+    pub fn parallelism(&self) -> usize {
+        self.permits.available_permits()
+    }
+
+    /// Hashes a new password as an argon2id PHC string.
+    pub async fn hash(&self, password: &str) -> Result<String, HashError> {
+        let password = password.to_owned();
+        self.on_blocking_pool(move || hash_now(&password)).await?
+    }
+
+    /// Checks `password` against a stored hash, or against the dummy when there is none.
+    pub async fn verify(
+        &self,
+        password: &str,
+        stored: Option<&str>,
+    ) -> Result<Verified, HashError> {
+        let password = password.to_owned();
+        let (stored, known) = match stored {
+            Some(s) => (s.to_owned(), true),
+            None => (self.dummy_hash.to_string(), false),
+        };
+        let verdict = self
+            .on_blocking_pool(move || verify_now(&password, &stored))
+            .await?;
+        Ok(if known { verdict } else { Verified::No })
+    }
+
+    async fn on_blocking_pool<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, HashError> {
+        // The semaphore is never closed, so acquiring cannot fail.
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| HashError::Hash(e.to_string()))?;
+        let span = tracing::Span::current();
+        Ok(tokio::task::spawn_blocking(move || span.in_scope(work)).await?)
+    }
+}
+
+fn hash_now(password: &str) -> Result<String, HashError> {
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| HashError::Hash(e.to_string()))
+}
+
+fn verify_now(password: &str, stored: &str) -> Verified {
+    if stored.starts_with("$argon2") {
+        let Ok(parsed) = PasswordHash::new(stored) else {
+            tracing::warn!("stored password hash is not a valid PHC string");
+            return Verified::No;
+        };
+        return match Argon2::default().verify_password(password.as_bytes(), &parsed) {
+            Ok(()) => Verified::Yes,
+            Err(_) => Verified::No,
+        };
+    }
+    match verify_better_auth_scrypt(password, stored) {
+        Some(true) => Verified::Upgrade,
+        Some(false) => Verified::No,
+        None => {
+            tracing::warn!("stored password hash has an unknown format");
+            Verified::No
+        }
+    }
+}
+
+/// Better Auth's format: `saltHex:keyHex`, scrypt N=16384 r=16 p=1 dkLen=64 over the
+/// NFKC-normalised password. Better Auth passes the salt *as its hex string* to scrypt,
+/// so the salt bytes are that string's ASCII, not the decoded bytes. `None` when `stored`
+/// is not in this format.
+fn verify_better_auth_scrypt(password: &str, stored: &str) -> Option<bool> {
+    let (salt, key_hex) = stored.split_once(':')?;
+    let expected = unhex(key_hex)?;
+    if salt.is_empty() || !salt.bytes().all(|b| b.is_ascii_hexdigit()) || expected.len() != 64 {
+        return None;
+    }
+    let params = scrypt::Params::new(14, 16, 1).ok()?;
+    let normalized: String = password.nfkc().collect();
+    let mut derived = [0u8; 64];
+    scrypt::scrypt(
+        normalized.as_bytes(),
+        salt.as_bytes(),
+        &params,
+        &mut derived,
+    )
+    .ok()?;
+    Some(constant_time_eq(&derived, &expected))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Produces a hash in Better Auth's scrypt format; the tests use it to stand in for a
+/// database row written by a Better Auth server.
+pub fn better_auth_scrypt_hash(password: &str, salt_hex: &str) -> String {
+    let params = scrypt::Params::new(14, 16, 1).expect("constant scrypt parameters are valid");
+    let normalized: String = password.nfkc().collect();
+    let mut derived = [0u8; 64];
+    scrypt::scrypt(
+        normalized.as_bytes(),
+        salt_hex.as_bytes(),
+        &params,
+        &mut derived,
+    )
+    .expect("64 bytes is a valid scrypt output length");
+    format!("{salt_hex}:{}", hex(&derived))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn argon2id_round_trip_with_owasp_parameters() {
+        let hasher = PasswordHasher::new().unwrap();
+        let hash = hasher.hash("correct horse battery").await.unwrap();
+        assert!(
+            hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{hash}"
+        );
+        assert_eq!(
+            hasher
+                .verify("correct horse battery", Some(&hash))
+                .await
+                .unwrap(),
+            Verified::Yes
+        );
+        assert_eq!(
+            hasher
+                .verify("wrong horse battery", Some(&hash))
+                .await
+                .unwrap(),
+            Verified::No
+        );
+    }
+
+    #[tokio::test]
+    async fn the_same_password_hashes_differently_each_time() {
+        let hasher = PasswordHasher::new().unwrap();
+        let a = hasher.hash("same password").await.unwrap();
+        let b = hasher.hash("same password").await.unwrap();
+        assert_ne!(a, b, "a fresh salt every time");
+    }
+
+    #[tokio::test]
+    async fn unknown_users_never_verify() {
+        let hasher = PasswordHasher::new().unwrap();
+        assert_eq!(
+            hasher.verify("anything at all", None).await.unwrap(),
+            Verified::No
+        );
+    }
+
+    #[tokio::test]
+    async fn better_auth_scrypt_hashes_verify_and_ask_for_an_upgrade() {
+        let hasher = PasswordHasher::new().unwrap();
+        let stored = better_auth_scrypt_hash("päss wörd 123", "0123456789abcdef0123456789abcdef");
+        assert_eq!(
+            hasher.verify("päss wörd 123", Some(&stored)).await.unwrap(),
+            Verified::Upgrade
+        );
+        assert_eq!(
+            hasher.verify("pass word 123", Some(&stored)).await.unwrap(),
+            Verified::No
+        );
+    }
+
+    /// Written by Better Auth 1.7.25's own `hashPassword` (better-auth/crypto).
+    const BETTER_AUTH_HASH: &str = "267acad5588d114fc65ba7a731d5b96d:44a028f108da3213211b7d3f4bc1c2d62cb645111e2b4f5170ac019f3799ffc02db388c641e0142d3fcd40a00da8e9cfa45fbe95c96f3325e299031c7b8d88ef";
+    const BETTER_AUTH_PASSWORD: &str = "päss wörd \u{FB01}ne 123";
+
+    #[test]
+    fn a_hash_written_by_better_auth_verifies() {
+        assert_eq!(
+            verify_better_auth_scrypt(BETTER_AUTH_PASSWORD, BETTER_AUTH_HASH),
+            Some(true)
+        );
+        assert_eq!(
+            verify_better_auth_scrypt("päss wörd fine 123", BETTER_AUTH_HASH),
+            Some(true),
+            "NFKC"
+        );
+        assert_eq!(
+            verify_better_auth_scrypt("pass word fine 123", BETTER_AUTH_HASH),
+            Some(false)
+        );
+        let (salt, _) = BETTER_AUTH_HASH.split_once(':').unwrap();
+        assert_eq!(
+            better_auth_scrypt_hash(BETTER_AUTH_PASSWORD, salt),
+            BETTER_AUTH_HASH
+        );
+    }
+
+    #[test]
+    fn scrypt_is_over_the_nfkc_form() {
+        // U+FB01 (the "fi" ligature) normalises to "fi" under NFKC.
+        let stored = better_auth_scrypt_hash("\u{FB01}le-password", "aa");
+        assert_eq!(
+            verify_better_auth_scrypt("file-password", &stored),
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn garbage_hashes_are_refused_not_panicked_on() {
+        for stored in ["", ":", "zz:zz", "$argon2id$nonsense", "abc:1234"] {
+            assert_eq!(
+                verify_now("whatever password", stored),
+                Verified::No,
+                "{stored}"
+            );
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! SeaORM entities: the shape of each table as the code sees it. Better Auth's tables keep
+//! Better Auth's camelCase column names.
+
+pub mod account;
+pub mod refresh_token;
+pub mod session;
+pub mod user;

@@ -1,0 +1,180 @@
+//! `me`, `register`, `login`, `refreshSession`, `logout`, and the helpers other roots use
+//! to learn who is calling.
+
+use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+
+use super::error::ApiError;
+use super::guard::with_database;
+use crate::auth::viewer::Viewer;
+use crate::auth::{self, AuthService, ClientInfo, Issued, SessionRef};
+use crate::entities::user;
+
+/// A reader with an account. Only ever shown to that reader.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct User {
+    pub id: ID,
+    pub email: String,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<user::Model> for User {
+    fn from(m: user::Model) -> Self {
+        Self {
+            id: ID(m.id),
+            email: m.email,
+            name: m.name,
+            created_at: m.created_at,
+        }
+    }
+}
+
+/// A signed-in session: send `accessToken` as `Authorization: Bearer …` until
+/// `expiresAt`, then exchange `refreshToken` with `refreshSession` for a new pair.
+#[derive(SimpleObject)]
+pub struct AuthPayload {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub expires_at: DateTime<Utc>,
+    pub user: User,
+}
+
+impl From<Issued> for AuthPayload {
+    fn from(i: Issued) -> Self {
+        Self {
+            access_token: i.access_token,
+            refresh_token: i.refresh_token,
+            expires_at: i.expires_at,
+            user: i.user.into(),
+        }
+    }
+}
+
+#[derive(InputObject)]
+pub struct RegisterInput {
+    /// Trimmed and compared case-insensitively.
+    pub email: String,
+    /// 8 to 128 characters.
+    pub password: String,
+    /// 1 to 100 characters.
+    pub name: String,
+}
+
+#[derive(InputObject)]
+pub struct LoginInput {
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(Default)]
+pub struct AuthQuery;
+
+#[Object]
+impl AuthQuery {
+    /// The signed-in reader, or null for an anonymous caller. Credentials that are
+    /// expired, revoked or not valid answer `UNAUTHENTICATED`.
+    async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<User>> {
+        let session = match viewer(ctx) {
+            Viewer::Anonymous => return Ok(None),
+            _ => current_session(ctx)?,
+        };
+        let found = with_database(ctx, |conn| async move {
+            auth::user_of_session(&conn, &session).await
+        })
+        .await?;
+        Ok(Some(found.ok_or(ApiError::Unauthenticated)?.into()))
+    }
+}
+
+#[derive(Default)]
+pub struct AuthMutation;
+
+#[Object]
+impl AuthMutation {
+    /// Creates an account and signs it in.
+    async fn register(
+        &self,
+        ctx: &Context<'_>,
+        input: RegisterInput,
+    ) -> async_graphql::Result<AuthPayload> {
+        let service = service(ctx)?.clone();
+        let client = client_info(ctx);
+        let issued = with_database(ctx, |conn| async move {
+            service
+                .register(&conn, &input.email, &input.password, &input.name, client)
+                .await
+        })
+        .await?;
+        Ok(issued.into())
+    }
+
+    /// Signs in with email and password.
+    async fn login(
+        &self,
+        ctx: &Context<'_>,
+        input: LoginInput,
+    ) -> async_graphql::Result<AuthPayload> {
+        let service = service(ctx)?.clone();
+        let client = client_info(ctx);
+        let issued = with_database(ctx, |conn| async move {
+            service
+                .login(&conn, &input.email, &input.password, client)
+                .await
+        })
+        .await?;
+        Ok(issued.into())
+    }
+
+    /// Exchanges a refresh token for a new pair; the old one stops working. Presenting an
+    /// already exchanged token revokes its session.
+    async fn refresh_session(
+        &self,
+        ctx: &Context<'_>,
+        refresh_token: String,
+    ) -> async_graphql::Result<AuthPayload> {
+        let service = service(ctx)?.clone();
+        let issued = with_database(ctx, |conn| async move {
+            service.refresh(&conn, &refresh_token).await
+        })
+        .await?;
+        Ok(issued.into())
+    }
+
+    /// Ends the current session: its refresh token stops working at once, its access
+    /// token is refused by every field that checks the session.
+    async fn logout(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
+        let session = current_session(ctx)?;
+        let ended = with_database(
+            ctx,
+            |conn| async move { auth::logout(&conn, &session).await },
+        )
+        .await?;
+        Ok(ended)
+    }
+}
+
+pub fn viewer<'a>(ctx: &Context<'a>) -> &'a Viewer {
+    ctx.data_opt::<Viewer>().unwrap_or(&Viewer::Anonymous)
+}
+
+/// The caller's session, or `UNAUTHENTICATED`.
+pub fn current_session(ctx: &Context<'_>) -> Result<SessionRef, ApiError> {
+    match viewer(ctx) {
+        Viewer::Token(claims) => Ok(SessionRef::Id {
+            id: claims.sid.clone(),
+            user_id: claims.sub.clone(),
+        }),
+        Viewer::BetterAuth(token) => Ok(SessionRef::BetterAuthToken(token.clone())),
+        Viewer::Anonymous | Viewer::Rejected => Err(ApiError::Unauthenticated),
+    }
+}
+
+fn service<'a>(ctx: &Context<'a>) -> Result<&'a AuthService, ApiError> {
+    ctx.data::<AuthService>()
+        .map_err(|_| ApiError::Internal("schema built without an AuthService"))
+}
+
+fn client_info(ctx: &Context<'_>) -> ClientInfo {
+    ctx.data_opt::<ClientInfo>().cloned().unwrap_or_default()
+}
