@@ -46,6 +46,8 @@ enum Session {
     UserId,
 }
 
+// The variant names are Better Auth's column names (`accountId`, …), not a choice.
+#[allow(clippy::enum_variant_names)]
 #[derive(Iden)]
 enum Account {
     Table,

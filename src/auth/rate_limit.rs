@@ -41,7 +41,11 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
     }
 
     fn check(&self, key: &K) -> Result<(), Duration> {
-        if self.checks.fetch_add(1, Ordering::Relaxed) % RETAIN_EVERY == 0 {
+        if self
+            .checks
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(RETAIN_EVERY)
+        {
             self.limiter.retain_recent();
         }
         self.limiter

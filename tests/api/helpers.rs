@@ -18,6 +18,8 @@ pub enum Backend {
     Postgres,
 }
 
+pub const JWT_SECRET: &str = "test-secret-that-is-long-enough-for-hs256";
+
 /// A running server on a random port with a database of its own.
 pub struct TestApp {
     pub addr: SocketAddr,
@@ -76,10 +78,10 @@ pub async fn spawn_app_with_url(
     let mut env: HashMap<String, String> = HashMap::from([
         ("BIND_ADDR".into(), "127.0.0.1:0".into()),
         ("DATA_DIR".into(), data_dir.path().display().to_string()),
-        (
-            "JWT_SECRET".into(),
-            "test-secret-that-is-long-enough-for-hs256".into(),
-        ),
+        ("JWT_SECRET".into(), JWT_SECRET.into()),
+        // Every test comes from 127.0.0.1 at once; the rate-limit test turns these on.
+        ("AUTH_RATE_LIMIT_PER_IP".into(), "0".into()),
+        ("AUTH_RATE_LIMIT_PER_EMAIL".into(), "0".into()),
     ]);
     if let Some(url) = database_url {
         env.insert("DATABASE_URL".into(), url.into());
@@ -142,6 +144,21 @@ impl TestApp {
             .expect("the server task ended without panicking")
             .expect("the server stopped cleanly");
     }
+}
+
+/// Registers a reader and returns the `AuthPayload` (panics if registration failed).
+pub async fn register(app: &TestApp, email: &str, password: &str) -> Value {
+    let response = app
+        .graphql(
+            "mutation($input: RegisterInput!) { register(input: $input) { accessToken refreshToken expiresAt user { id email name } } }",
+            json!({ "input": { "email": email, "password": password, "name": "Reader" } }),
+        )
+        .await;
+    assert!(
+        response["errors"].is_null(),
+        "registration failed: {response}"
+    );
+    response["data"]["register"].clone()
 }
 
 /// The `extensions.code` of every error in a response, in order.

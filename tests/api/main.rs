@@ -1,6 +1,7 @@
 //! Integration tests: the built app over HTTP, like a frontend, against SQLite and a real
 //! PostgreSQL (see `pg.rs` for how that one is found or started).
 
+mod accounts;
 mod foundation;
 mod helpers;
 mod pg;

@@ -177,6 +177,13 @@ impl PgCluster {
         );
     }
 
+    /// Stops the server; `mode` is pg_ctl's: "fast" or "immediate".
+    pub fn stop(&self, mode: &str) {
+        let data = self.data_dir();
+        let data = data.to_str().expect("utf-8 temp path");
+        self.run("pg_ctl", &["-D", data, "-m", mode, "-w", "stop"]);
+    }
+
     fn data_dir(&self) -> PathBuf {
         self.base.join("data")
     }
