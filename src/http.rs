@@ -25,6 +25,7 @@ use crate::auth::{AuthService, ClientInfo};
 use crate::config::Settings;
 use crate::db::Database;
 use crate::graphql::LecternSchema;
+use crate::graphql::auth::SessionCheck;
 use crate::graphql::health::Health;
 
 /// Largest request body accepted. A chat input is at most 4,000 + 10,000 characters, which
@@ -98,7 +99,11 @@ async fn graphql_handler(
             .and_then(|v| v.to_str().ok())
             .map(|v| v.chars().take(MAX_USER_AGENT_CHARS).collect()),
     };
-    let request = request.into_inner().data(viewer).data(client);
+    let request = request
+        .into_inner()
+        .data(viewer)
+        .data(client)
+        .data(SessionCheck::default());
     state.schema.execute(request).await.into()
 }
 

@@ -17,6 +17,7 @@ pub mod config;
 pub mod db;
 pub mod entities;
 pub mod graphql;
+pub mod history;
 pub mod http;
 pub mod telemetry;
 

@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
-    QueryFilter, SqlErr, TransactionTrait,
+    QueryFilter, QuerySelect, SqlErr, TransactionTrait,
 };
 
 use crate::entities::{account, refresh_token, session, user};
@@ -361,6 +361,24 @@ pub async fn logout(conn: &DatabaseConnection, session: &SessionRef) -> Result<b
 pub enum SessionRef {
     Id { id: String, user_id: String },
     BetterAuthToken(String),
+}
+
+/// The id of the user behind a live session, if any: one indexed lookup.
+pub async fn user_id_of_session(
+    conn: &DatabaseConnection,
+    session: &SessionRef,
+) -> Result<Option<String>, DbErr> {
+    let query = session::Entity::find()
+        .select_only()
+        .column(session::Column::UserId)
+        .filter(session::Column::ExpiresAt.gt(Utc::now()));
+    let query = match session {
+        SessionRef::Id { id, user_id } => query
+            .filter(session::Column::Id.eq(id))
+            .filter(session::Column::UserId.eq(user_id)),
+        SessionRef::BetterAuthToken(token) => query.filter(session::Column::Token.eq(token)),
+    };
+    query.into_tuple::<String>().one(conn).await
 }
 
 /// The user behind a live (unexpired, not revoked) session, if any.

@@ -2,6 +2,8 @@
 //! Better Auth's camelCase column names.
 
 pub mod account;
+pub mod conversation;
+pub mod message;
 pub mod refresh_token;
 pub mod session;
 pub mod user;

@@ -170,6 +170,29 @@ pub fn current_session(ctx: &Context<'_>) -> Result<SessionRef, ApiError> {
     }
 }
 
+/// Per-request memo of "which user is behind this request's session", so a query with
+/// several history fields checks the session once. Placed in request data by the HTTP
+/// handler; errors (database down) are not memoised.
+#[derive(Default)]
+pub struct SessionCheck(tokio::sync::OnceCell<Option<String>>);
+
+/// The signed-in reader's id, after checking that their session is still live (so
+/// `logout` takes effect at once), or `UNAUTHENTICATED`.
+pub async fn current_user_id(ctx: &Context<'_>) -> Result<String, ApiError> {
+    let session = current_session(ctx)?;
+    let check = async {
+        with_database(ctx, |conn| async move {
+            auth::user_id_of_session(&conn, &session).await
+        })
+        .await
+    };
+    let user_id = match ctx.data_opt::<SessionCheck>() {
+        Some(memo) => memo.0.get_or_try_init(|| check).await?.clone(),
+        None => check.await?,
+    };
+    user_id.ok_or(ApiError::Unauthenticated)
+}
+
 fn service<'a>(ctx: &Context<'a>) -> Result<&'a AuthService, ApiError> {
     ctx.data::<AuthService>()
         .map_err(|_| ApiError::Internal("schema built without an AuthService"))

@@ -55,6 +55,8 @@ pub enum ApiError {
     EmailTaken,
     /// `INVALID_CREDENTIALS`: unknown email and wrong password alike.
     InvalidCredentials,
+    /// `NOT_FOUND`: does not exist, or is not the caller's (indistinguishable).
+    NotFound,
     /// `RATE_LIMITED`: with `extensions.retryAfter` in whole seconds.
     RateLimited(Duration),
     /// `INTERNAL_SERVER_ERROR` for a cause that is not the database's; logged.
@@ -73,6 +75,7 @@ impl ApiError {
             Self::BadUserInput(_) => ErrorCode::BadUserInput,
             Self::EmailTaken => ErrorCode::EmailTaken,
             Self::InvalidCredentials => ErrorCode::InvalidCredentials,
+            Self::NotFound => ErrorCode::NotFound,
             Self::RateLimited(_) => ErrorCode::RateLimited,
             Self::DatabaseUnavailable => ErrorCode::DatabaseUnavailable,
             Self::Database(_) | Self::Internal(_) => ErrorCode::InternalServerError,
@@ -87,6 +90,7 @@ impl ApiError {
             Self::BadUserInput(why) => why.clone(),
             Self::EmailTaken => "an account with this email already exists".into(),
             Self::InvalidCredentials => "email or password is wrong".into(),
+            Self::NotFound => "not found".into(),
             Self::RateLimited(wait) => {
                 format!("too many attempts; retry in {} s", retry_after_secs(*wait))
             }

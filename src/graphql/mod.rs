@@ -5,6 +5,7 @@ pub mod auth;
 pub mod error;
 pub mod guard;
 pub mod health;
+pub mod history;
 
 use std::sync::Arc;
 
@@ -22,10 +23,10 @@ pub const MAX_DEPTH: usize = 12;
 pub const MAX_COMPLEXITY: usize = 2_000;
 
 #[derive(MergedObject, Default)]
-pub struct Query(auth::AuthQuery, health::HealthQuery);
+pub struct Query(auth::AuthQuery, history::HistoryQuery, health::HealthQuery);
 
 #[derive(MergedObject, Default)]
-pub struct Mutation(auth::AuthMutation);
+pub struct Mutation(auth::AuthMutation, history::HistoryMutation);
 
 pub type LecternSchema = Schema<Query, Mutation, EmptySubscription>;
 

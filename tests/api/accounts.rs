@@ -476,11 +476,11 @@ async fn login_attempts_are_rate_limited_and_released() {
     app.shutdown().await;
 }
 
-/// The database guard: with PostgreSQL stopped, `me` fails with `DATABASE_UNAVAILABLE`
+/// The database guard: with PostgreSQL stopped, `me` and `conversations` fail with `DATABASE_UNAVAILABLE`
 /// at its path while `health` in the same query still answers; when PostgreSQL is back,
 /// `me` works again without a restart.
 #[tokio::test]
-async fn me_is_a_partial_data_error_while_the_database_is_down() {
+async fn signed_in_fields_are_partial_data_errors_while_the_database_is_down() {
     let Some(cluster) = PgCluster::init() else {
         return;
     };
@@ -494,12 +494,12 @@ async fn me_is_a_partial_data_error_while_the_database_is_down() {
         "/accessToken",
     )
     .to_owned();
-    let query = "{ health { database } me { email } }";
+    let query = "{ health { database } me { email } conversations { edges { cursor } } }";
 
     cluster.stop("fast");
     let refused = eventually(Duration::from_secs(10), || async {
         let r = app.graphql_as(Some(&token), query, json!({})).await;
-        error_codes(&r) == ["DATABASE_UNAVAILABLE"]
+        error_codes(&r) == ["DATABASE_UNAVAILABLE", "DATABASE_UNAVAILABLE"]
     })
     .await;
     assert!(
@@ -508,10 +508,24 @@ async fn me_is_a_partial_data_error_while_the_database_is_down() {
     );
     // Known outage: refused by the guard without touching the pool.
     let last = app.graphql_as(Some(&token), query, json!({})).await;
-    assert_eq!(error_codes(&last), ["DATABASE_UNAVAILABLE"], "{last}");
+    assert_eq!(
+        error_codes(&last),
+        ["DATABASE_UNAVAILABLE", "DATABASE_UNAVAILABLE"],
+        "{last}"
+    );
     assert_eq!(last["data"]["health"]["database"], "DOWN", "{last}");
     assert!(last["data"]["me"].is_null());
-    assert_eq!(last["errors"][0]["path"], json!(["me"]));
+    assert!(last["data"]["conversations"].is_null());
+    let paths: Vec<&Value> = last["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["path"])
+        .collect();
+    assert!(
+        paths.contains(&&json!(["me"])) && paths.contains(&&json!(["conversations"])),
+        "{last}"
+    );
 
     cluster.start();
     let recovered = eventually(Duration::from_secs(15), || async {

@@ -4,4 +4,5 @@
 mod accounts;
 mod foundation;
 mod helpers;
+mod history;
 mod pg;

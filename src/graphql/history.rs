@@ -1,0 +1,260 @@
+//! `conversations`, `conversation`, `renameConversation`, `deleteConversation`, and the
+//! `Conversation`/`Message` types. Every field goes through the database guard; a page of
+//! conversations loads their latest messages in one extra query, and only when asked.
+
+use async_graphql::connection::{Connection, Edge, EmptyFields};
+use async_graphql::{Context, Enum, ID, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+
+use super::auth::current_user_id;
+use super::error::ApiError;
+use super::guard::with_database;
+use crate::entities::{conversation, message};
+use crate::history::cursor::{self, ConversationCursor};
+use crate::history::{self, ConversationTitle, HistoryError, PAGE_SIZES};
+
+impl From<HistoryError> for ApiError {
+    fn from(err: HistoryError) -> Self {
+        match err {
+            HistoryError::NotFound => ApiError::NotFound,
+            HistoryError::Database(e) => ApiError::Database(e),
+        }
+    }
+}
+
+/// A reader's conversation, with its messages.
+#[derive(Clone, Debug)]
+pub struct Conversation {
+    model: conversation::Model,
+    /// Loaded with the page when the query asks for it; `None` otherwise or when empty.
+    latest: Option<message::Model>,
+}
+
+impl From<conversation::Model> for Conversation {
+    fn from(model: conversation::Model) -> Self {
+        Self {
+            model,
+            latest: None,
+        }
+    }
+}
+
+#[Object]
+impl Conversation {
+    async fn id(&self) -> ID {
+        ID(self.model.id.clone())
+    }
+
+    async fn title(&self) -> &str {
+        &self.model.title
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.model.created_at
+    }
+
+    /// Last activity: the time of the newest message.
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.model.updated_at
+    }
+
+    /// The newest message, for previews in a history list.
+    async fn latest_message(&self) -> Option<Message> {
+        self.latest.clone().map(Message)
+    }
+
+    /// Messages oldest first; `first` from 1 to 100.
+    #[graphql(complexity = "first.unwrap_or(50).clamp(1, 100) as usize * child_complexity")]
+    async fn messages(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 50)] first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Connection<String, Message, EmptyFields, EmptyFields>> {
+        let first = page_size(first.unwrap_or(50))?;
+        let after = after
+            .map(|c| cursor::decode_message(&c).ok_or_else(|| bad_cursor("after")))
+            .transpose()?;
+        let conversation_id = self.model.id.clone();
+        let page = with_database(ctx, |conn| async move {
+            history::list_messages(&conn, &conversation_id, first, after.as_deref()).await
+        })
+        .await?;
+        // Forward pagination only, so hasPreviousPage is always false (Relay allows this).
+        let mut connection = Connection::new(false, page.has_next_page);
+        connection.edges.extend(
+            page.items
+                .into_iter()
+                .map(|m| Edge::new(cursor::encode_message(&m.id), Message(m))),
+        );
+        Ok(connection)
+    }
+}
+
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum MessageRole {
+    User,
+    Assistant,
+}
+
+/// One message of a conversation.
+#[derive(Clone, Debug)]
+pub struct Message(message::Model);
+
+/// A passage an answer cites.
+#[derive(SimpleObject, Clone, Debug, serde::Deserialize, serde::Serialize, PartialEq)]
+pub struct Source {
+    pub title: String,
+    pub path: String,
+    pub snippet: String,
+    pub score: f64,
+}
+
+#[Object]
+impl Message {
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
+    }
+
+    async fn role(&self) -> MessageRole {
+        match self.0.role.as_str() {
+            "assistant" => MessageRole::Assistant,
+            _ => MessageRole::User,
+        }
+    }
+
+    async fn content(&self) -> &str {
+        &self.0.content
+    }
+
+    /// The passages the answer cited (empty for the reader's own messages).
+    async fn sources(&self) -> Vec<Source> {
+        serde_json::from_value(self.0.sources.clone()).unwrap_or_default()
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+}
+
+#[derive(Default)]
+pub struct HistoryQuery;
+
+#[Object]
+impl HistoryQuery {
+    /// The signed-in reader's conversations, most recently active first (Relay
+    /// connection). `first` from 1 to 100; `after` is an `endCursor` from an earlier page.
+    #[graphql(complexity = "first.unwrap_or(20).clamp(1, 100) as usize * child_complexity")]
+    async fn conversations(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20)] first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Option<Connection<String, Conversation, EmptyFields, EmptyFields>>>
+    {
+        let first = page_size(first.unwrap_or(20))?;
+        let after = after
+            .map(|c| ConversationCursor::decode(&c).ok_or_else(|| bad_cursor("after")))
+            .transpose()?;
+        let user_id = current_user_id(ctx).await?;
+        let wants_latest = ctx
+            .look_ahead()
+            .field("edges")
+            .field("node")
+            .field("latestMessage")
+            .exists();
+        let (page, mut latest) = with_database(ctx, |conn| async move {
+            let page = history::list_conversations(&conn, &user_id, first, after.as_ref()).await?;
+            let latest = if wants_latest {
+                let ids: Vec<String> = page.items.iter().map(|c| c.id.clone()).collect();
+                history::latest_messages(&conn, &ids).await?
+            } else {
+                Default::default()
+            };
+            Ok::<_, sea_orm::DbErr>((page, latest))
+        })
+        .await?;
+        // Forward pagination only, so hasPreviousPage is always false (Relay allows this).
+        let mut connection = Connection::new(false, page.has_next_page);
+        connection.edges.extend(page.items.into_iter().map(|model| {
+            let cursor = ConversationCursor {
+                updated_at: model.updated_at,
+                id: model.id.clone(),
+            }
+            .encode();
+            let latest = latest.remove(&model.id);
+            Edge::new(cursor, Conversation { model, latest })
+        }));
+        Ok(Some(connection))
+    }
+
+    /// One of the signed-in reader's conversations. Anyone else's, or one that does not
+    /// exist, is `NOT_FOUND`.
+    async fn conversation(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<Option<Conversation>> {
+        let user_id = current_user_id(ctx).await?;
+        let found = with_database(ctx, |conn| async move {
+            history::find_conversation(&conn, &user_id, &id).await
+        })
+        .await?;
+        Ok(Some(found.ok_or(ApiError::NotFound)?.into()))
+    }
+}
+
+#[derive(Default)]
+pub struct HistoryMutation;
+
+#[Object]
+impl HistoryMutation {
+    /// Renames one of the reader's conversations; the title is trimmed, 1–200 characters.
+    async fn rename_conversation(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        title: String,
+    ) -> async_graphql::Result<Option<Conversation>> {
+        let title = ConversationTitle::parse(&title).map_err(ApiError::BadUserInput)?;
+        let user_id = current_user_id(ctx).await?;
+        let renamed = with_database(ctx, |conn| async move {
+            history::rename(&conn, &user_id, &id, &title).await
+        })
+        .await?;
+        Ok(Some(renamed.ok_or(ApiError::NotFound)?.into()))
+    }
+
+    /// Deletes one of the reader's conversations with its messages.
+    async fn delete_conversation(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<bool> {
+        let user_id = current_user_id(ctx).await?;
+        let deleted = with_database(ctx, |conn| async move {
+            history::delete(&conn, &user_id, &id).await
+        })
+        .await?;
+        if deleted {
+            Ok(true)
+        } else {
+            Err(ApiError::NotFound.into())
+        }
+    }
+}
+
+fn page_size(first: i32) -> Result<u64, ApiError> {
+    u64::try_from(first)
+        .ok()
+        .filter(|n| PAGE_SIZES.contains(n))
+        .ok_or_else(|| {
+            ApiError::BadUserInput(format!(
+                "first must be from {} to {}",
+                PAGE_SIZES.start(),
+                PAGE_SIZES.end()
+            ))
+        })
+}
+
+fn bad_cursor(argument: &str) -> ApiError {
+    ApiError::BadUserInput(format!(
+        "{argument} must be a cursor returned by this API (an edge's cursor or pageInfo.endCursor)"
+    ))
+}

@@ -1,0 +1,464 @@
+//! Conversation history: store, list, load, rename, delete, and keep each reader to
+//! `HISTORY_LIMIT` conversations.
+//!
+//! **The limit under concurrency.** Every write that changes a reader's history (a new
+//! conversation, a turn appended to one) runs in one transaction that first takes that
+//! reader's write lock: `SELECT … FROM "user" WHERE id = $1 FOR UPDATE` on PostgreSQL, and
+//! on SQLite the database's single writer lock, taken by the transaction's first
+//! statement, which is always a write. So a reader's history writes happen one after
+//! another: a new conversation is inserted, then everything past the newest
+//! `HISTORY_LIMIT` by last activity is deleted, and the count can never exceed the limit.
+//! A turn appended to a conversation makes it the most recently active, so a prune that
+//! runs after it cannot pick it; a prune that ran before it deleted it, and the append then
+//! finds no conversation and answers `NOT_FOUND` instead of writing into nothing.
+
+pub mod cursor;
+
+use std::collections::HashMap;
+
+use chrono::Utc;
+use sea_orm::sea_query::{Expr, Func, Query};
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr,
+    EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+};
+
+use crate::auth::new_id;
+use crate::entities::{conversation, message, user};
+use cursor::ConversationCursor;
+
+/// The accepted page sizes, for conversations and for messages.
+pub const PAGE_SIZES: std::ops::RangeInclusive<u64> = 1..=100;
+const TITLE_MAX_CHARS: usize = 200;
+/// Titles derived from a first question are cut to this many characters.
+const DERIVED_TITLE_CHARS: usize = 80;
+
+#[derive(Debug)]
+pub enum HistoryError {
+    /// The conversation does not exist or belongs to someone else (indistinguishable).
+    NotFound,
+    Database(DbErr),
+}
+
+impl From<DbErr> for HistoryError {
+    fn from(err: DbErr) -> Self {
+        Self::Database(err)
+    }
+}
+
+/// One page of a keyset-paginated list.
+#[derive(Debug)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub has_next_page: bool,
+}
+
+/// A conversation title: trimmed, 1–200 characters, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationTitle(String);
+
+impl ConversationTitle {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let title = raw.trim();
+        let chars = title.chars().count();
+        if (1..=TITLE_MAX_CHARS).contains(&chars) && !title.chars().any(char::is_control) {
+            Ok(Self(title.to_owned()))
+        } else {
+            Err(format!(
+                "title must be 1 to {TITLE_MAX_CHARS} characters without control characters"
+            ))
+        }
+    }
+
+    /// A title for a new conversation from its first question: whitespace collapsed,
+    /// control characters dropped, cut at a word boundary near 80 characters.
+    pub fn from_question(question: &str) -> Self {
+        let words: Vec<&str> = question
+            .split(|c: char| c.is_whitespace() || c.is_control())
+            .filter(|w| !w.is_empty())
+            .collect();
+        let mut title = String::new();
+        for word in words {
+            let needed =
+                title.chars().count() + usize::from(!title.is_empty()) + word.chars().count();
+            if needed > DERIVED_TITLE_CHARS {
+                if title.is_empty() {
+                    title = word.chars().take(DERIVED_TITLE_CHARS).collect();
+                }
+                title.push('…');
+                break;
+            }
+            if !title.is_empty() {
+                title.push(' ');
+            }
+            title.push_str(word);
+        }
+        if title.is_empty() {
+            title = "New conversation".to_owned();
+        }
+        Self(title)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What one chat turn adds to a conversation.
+#[derive(Debug, Clone)]
+pub struct NewTurn {
+    pub question: String,
+    pub answer: String,
+    /// JSON array of the cited sources.
+    pub sources: serde_json::Value,
+}
+
+/// A turn as stored.
+#[derive(Debug, Clone)]
+pub struct RecordedTurn {
+    pub conversation: conversation::Model,
+    pub question: message::Model,
+    pub answer: message::Model,
+}
+
+/// A reader's conversations, most recently active first.
+pub async fn list_conversations(
+    conn: &DatabaseConnection,
+    user_id: &str,
+    first: u64,
+    after: Option<&ConversationCursor>,
+) -> Result<Page<conversation::Model>, DbErr> {
+    let mut query = conversation::Entity::find().filter(conversation::Column::UserId.eq(user_id));
+    if let Some(after) = after {
+        query = query.filter(
+            Condition::any()
+                .add(conversation::Column::UpdatedAt.lt(after.updated_at))
+                .add(
+                    Condition::all()
+                        .add(conversation::Column::UpdatedAt.eq(after.updated_at))
+                        .add(conversation::Column::Id.lt(after.id.as_str())),
+                ),
+        );
+    }
+    let mut items = query
+        .order_by_desc(conversation::Column::UpdatedAt)
+        .order_by_desc(conversation::Column::Id)
+        .limit(first + 1)
+        .all(conn)
+        .await?;
+    let has_next_page = items.len() as u64 > first;
+    items.truncate(first as usize);
+    Ok(Page {
+        items,
+        has_next_page,
+    })
+}
+
+/// One conversation, if it exists and belongs to `user_id`.
+pub async fn find_conversation(
+    conn: &DatabaseConnection,
+    user_id: &str,
+    id: &str,
+) -> Result<Option<conversation::Model>, DbErr> {
+    if !cursor::valid_id(id) {
+        return Ok(None);
+    }
+    conversation::Entity::find_by_id(id)
+        .filter(conversation::Column::UserId.eq(user_id))
+        .one(conn)
+        .await
+}
+
+/// A conversation's messages, oldest first. The caller has checked ownership.
+pub async fn list_messages(
+    conn: &DatabaseConnection,
+    conversation_id: &str,
+    first: u64,
+    after: Option<&str>,
+) -> Result<Page<message::Model>, DbErr> {
+    let mut query =
+        message::Entity::find().filter(message::Column::ConversationId.eq(conversation_id));
+    if let Some(after) = after {
+        query = query.filter(message::Column::Id.gt(after));
+    }
+    let mut items = query
+        .order_by_asc(message::Column::Id)
+        .limit(first + 1)
+        .all(conn)
+        .await?;
+    let has_next_page = items.len() as u64 > first;
+    items.truncate(first as usize);
+    Ok(Page {
+        items,
+        has_next_page,
+    })
+}
+
+#[derive(FromQueryResult)]
+struct LatestId {
+    id: Option<String>,
+}
+
+/// The newest message of each given conversation, in two queries whatever their number.
+pub async fn latest_messages(
+    conn: &DatabaseConnection,
+    conversation_ids: &[String],
+) -> Result<HashMap<String, message::Model>, DbErr> {
+    if conversation_ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let newest_ids: Vec<String> = LatestId::find_by_statement(
+        conn.get_database_backend().build(
+            Query::select()
+                .expr_as(Func::max(Expr::col(message::Column::Id)), "id")
+                .from(message::Entity)
+                .and_where(message::Column::ConversationId.is_in(conversation_ids.iter().cloned()))
+                .group_by_col(message::Column::ConversationId),
+        ),
+    )
+    .all(conn)
+    .await?
+    .into_iter()
+    .filter_map(|row| row.id)
+    .collect();
+    let messages = message::Entity::find()
+        .filter(message::Column::Id.is_in(newest_ids))
+        .all(conn)
+        .await?;
+    Ok(messages
+        .into_iter()
+        .map(|m| (m.conversation_id.clone(), m))
+        .collect())
+}
+
+/// The last `turns` user/assistant pairs of a conversation, oldest first, for a prompt.
+pub async fn last_messages(
+    conn: &DatabaseConnection,
+    user_id: &str,
+    conversation_id: &str,
+    count: u64,
+) -> Result<Vec<message::Model>, HistoryError> {
+    if find_conversation(conn, user_id, conversation_id)
+        .await?
+        .is_none()
+    {
+        return Err(HistoryError::NotFound);
+    }
+    let mut newest = message::Entity::find()
+        .filter(message::Column::ConversationId.eq(conversation_id))
+        .order_by_desc(message::Column::Id)
+        .limit(count)
+        .all(conn)
+        .await?;
+    newest.reverse();
+    Ok(newest)
+}
+
+/// Stores one turn: into `conversation_id` when given (it must be the reader's), else
+/// into a new conversation titled after the question, pruning the reader's history to
+/// `limit` in the same transaction. Both messages are written or neither is.
+pub async fn record_turn(
+    conn: &DatabaseConnection,
+    user_id: &str,
+    conversation_id: Option<&str>,
+    turn: NewTurn,
+    limit: u32,
+) -> Result<RecordedTurn, HistoryError> {
+    let txn = conn.begin().await?;
+    lock_reader(&txn, user_id).await?;
+    let now = Utc::now();
+    let conversation = match conversation_id {
+        Some(id) => {
+            if !cursor::valid_id(id) {
+                return Err(HistoryError::NotFound);
+            }
+            let touched = conversation::Entity::update_many()
+                .col_expr(conversation::Column::UpdatedAt, Expr::value(now))
+                .filter(conversation::Column::Id.eq(id))
+                .filter(conversation::Column::UserId.eq(user_id))
+                .exec(&txn)
+                .await?
+                .rows_affected;
+            if touched == 0 {
+                return Err(HistoryError::NotFound);
+            }
+            conversation::Entity::find_by_id(id)
+                .one(&txn)
+                .await?
+                .ok_or(HistoryError::NotFound)?
+        }
+        None => {
+            let created = conversation::Model {
+                id: new_id(),
+                user_id: user_id.to_owned(),
+                title: ConversationTitle::from_question(&turn.question).0,
+                created_at: now,
+                updated_at: now,
+            };
+            conversation::Entity::insert(conversation::ActiveModel::from(created.clone()))
+                .exec_without_returning(&txn)
+                .await?;
+            prune(&txn, user_id, limit).await?;
+            tracing::info!(conversation_id = %created.id, user_id, "conversation created");
+            created
+        }
+    };
+    let question = new_message(
+        &conversation.id,
+        "user",
+        turn.question,
+        serde_json::json!([]),
+    );
+    let answer = new_message(&conversation.id, "assistant", turn.answer, turn.sources);
+    message::Entity::insert_many([
+        message::ActiveModel::from(question.clone()),
+        message::ActiveModel::from(answer.clone()),
+    ])
+    .exec_without_returning(&txn)
+    .await?;
+    txn.commit().await?;
+    Ok(RecordedTurn {
+        conversation,
+        question,
+        answer,
+    })
+}
+
+fn new_message(
+    conversation_id: &str,
+    role: &str,
+    content: String,
+    sources: serde_json::Value,
+) -> message::Model {
+    message::Model {
+        id: new_id(),
+        conversation_id: conversation_id.to_owned(),
+        role: role.to_owned(),
+        content,
+        sources,
+        created_at: Utc::now(),
+    }
+}
+
+/// Serialises a reader's history writes (see the module docs). SQLite needs nothing here:
+/// the transaction's first write takes the database's writer lock.
+async fn lock_reader(txn: &impl ConnectionTrait, user_id: &str) -> Result<(), DbErr> {
+    if txn.get_database_backend() == DatabaseBackend::Postgres {
+        user::Entity::find_by_id(user_id)
+            .select_only()
+            .column(user::Column::Id)
+            .lock_exclusive()
+            .into_tuple::<String>()
+            .one(txn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Deletes the reader's conversations beyond the `limit` most recently active.
+async fn prune(txn: &impl ConnectionTrait, user_id: &str, limit: u32) -> Result<(), DbErr> {
+    let doomed: Vec<String> = conversation::Entity::find()
+        .select_only()
+        .column(conversation::Column::Id)
+        .filter(conversation::Column::UserId.eq(user_id))
+        .order_by_desc(conversation::Column::UpdatedAt)
+        .order_by_desc(conversation::Column::Id)
+        .offset(u64::from(limit))
+        // SQLite accepts OFFSET only after a LIMIT; this one limits nothing.
+        .limit(i64::MAX as u64)
+        .into_tuple()
+        .all(txn)
+        .await?;
+    if doomed.is_empty() {
+        return Ok(());
+    }
+    conversation::Entity::delete_many()
+        .filter(conversation::Column::Id.is_in(doomed.iter().cloned()))
+        .exec(txn)
+        .await?;
+    tracing::info!(user_id, pruned = ?doomed, "conversations pruned to the history limit");
+    Ok(())
+}
+
+/// Renames a reader's conversation; `None` when it is not theirs or does not exist.
+pub async fn rename(
+    conn: &DatabaseConnection,
+    user_id: &str,
+    id: &str,
+    title: &ConversationTitle,
+) -> Result<Option<conversation::Model>, DbErr> {
+    if !cursor::valid_id(id) {
+        return Ok(None);
+    }
+    let renamed = conversation::Entity::update_many()
+        .col_expr(conversation::Column::Title, Expr::value(title.as_str()))
+        .filter(conversation::Column::Id.eq(id))
+        .filter(conversation::Column::UserId.eq(user_id))
+        .exec(conn)
+        .await?
+        .rows_affected;
+    if renamed == 0 {
+        return Ok(None);
+    }
+    tracing::info!(conversation_id = id, user_id, "conversation renamed");
+    find_conversation(conn, user_id, id).await
+}
+
+/// Deletes a reader's conversation and its messages; `false` when it is not theirs.
+pub async fn delete(conn: &DatabaseConnection, user_id: &str, id: &str) -> Result<bool, DbErr> {
+    if !cursor::valid_id(id) {
+        return Ok(false);
+    }
+    let deleted = conversation::Entity::delete_many()
+        .filter(conversation::Column::Id.eq(id))
+        .filter(conversation::Column::UserId.eq(user_id))
+        .exec(conn)
+        .await?
+        .rows_affected
+        > 0;
+    if deleted {
+        tracing::info!(conversation_id = id, user_id, "conversation deleted");
+    }
+    Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn titles_are_trimmed_and_bounded() {
+        assert_eq!(
+            ConversationTitle::parse("  Chapter 3 ").unwrap().as_str(),
+            "Chapter 3"
+        );
+        assert!(ConversationTitle::parse(" ").is_err());
+        assert!(ConversationTitle::parse(&"x".repeat(201)).is_err());
+        assert!(ConversationTitle::parse(&"é".repeat(200)).is_ok());
+        assert!(ConversationTitle::parse("a\nb").is_err());
+    }
+
+    #[test]
+    fn titles_from_questions_are_short_and_clean() {
+        assert_eq!(
+            ConversationTitle::from_question("  What is\n\ta borrow   checker? ").as_str(),
+            "What is a borrow checker?"
+        );
+        let long = "word ".repeat(40);
+        let title = ConversationTitle::from_question(&long);
+        assert!(title.as_str().chars().count() <= DERIVED_TITLE_CHARS + 1);
+        assert!(title.as_str().ends_with('…'));
+        assert_eq!(
+            ConversationTitle::from_question(" \n ").as_str(),
+            "New conversation"
+        );
+        let one_long_word = "x".repeat(500);
+        assert!(
+            ConversationTitle::from_question(&one_long_word)
+                .as_str()
+                .chars()
+                .count()
+                <= DERIVED_TITLE_CHARS + 1
+        );
+    }
+}

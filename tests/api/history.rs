@@ -1,0 +1,387 @@
+//! Conversation history through GraphQL (reads, rename, delete) and through the service
+//! the chat flow uses (writes), on SQLite and PostgreSQL.
+
+use std::collections::HashSet;
+
+use lectern::entities::{conversation, message};
+use lectern::history::{self, NewTurn, RecordedTurn};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, error_codes, for_each_backend, register};
+
+const PASSWORD: &str = "correct horse battery";
+const LIMIT: u32 = 50;
+
+const LIST: &str = "query($first: Int, $after: String) {
+  conversations(first: $first, after: $after) {
+    edges { cursor node { id title latestMessage { role content } } }
+    pageInfo { hasNextPage endCursor }
+  } }";
+const ONE: &str = "query($id: ID!) { conversation(id: $id) { id title updatedAt
+  messages(first: 10) { edges { node { role content sources { title path snippet score } } } } } }";
+const RENAME: &str = "mutation($id: ID!, $title: String!) { renameConversation(id: $id, title: $title) { id title } }";
+const DELETE: &str = "mutation($id: ID!) { deleteConversation(id: $id) }";
+
+struct Reader {
+    id: String,
+    token: String,
+}
+
+async fn reader(app: &TestApp, email: &str) -> Reader {
+    let payload = register(app, email, PASSWORD).await;
+    Reader {
+        id: payload["user"]["id"].as_str().unwrap().to_owned(),
+        token: payload["accessToken"].as_str().unwrap().to_owned(),
+    }
+}
+
+fn turn(n: usize) -> NewTurn {
+    NewTurn {
+        question: format!("Question number {n}?"),
+        answer: format!("Answer number {n}."),
+        sources: json!([{ "title": "Chapter 1", "path": "docs/ch1.md", "snippet": "…", "score": 0.5 }]),
+    }
+}
+
+async fn start(app: &TestApp, reader: &Reader, n: usize) -> RecordedTurn {
+    history::record_turn(app.database.connection(), &reader.id, None, turn(n), LIMIT)
+        .await
+        .expect("a turn is recorded")
+}
+
+async fn conversation_ids(app: &TestApp, reader: &Reader) -> Vec<String> {
+    conversation::Entity::find()
+        .filter(conversation::Column::UserId.eq(&reader.id))
+        .all(app.database.connection())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect()
+}
+
+#[tokio::test]
+async fn pages_forward_through_fifty_without_gaps_or_duplicates() {
+    for_each_backend(|app| async move {
+        let ada = reader(&app, "ada@example.com").await;
+        let mut created = Vec::new();
+        for n in 0..50 {
+            created.push(start(&app, &ada, n).await.conversation.id);
+        }
+        let newest_first: Vec<String> = created.iter().rev().cloned().collect();
+
+        let mut seen = Vec::new();
+        let mut after = Value::Null;
+        loop {
+            let page = app
+                .graphql_as(
+                    Some(&ada.token),
+                    LIST,
+                    json!({ "first": 7, "after": after }),
+                )
+                .await;
+            assert!(page["errors"].is_null(), "{page}");
+            let connection = &page["data"]["conversations"];
+            for edge in connection["edges"].as_array().unwrap() {
+                seen.push(edge["node"]["id"].as_str().unwrap().to_owned());
+                assert_eq!(edge["node"]["latestMessage"]["role"], "ASSISTANT");
+            }
+            if connection["pageInfo"]["hasNextPage"] == false {
+                break;
+            }
+            after = connection["pageInfo"]["endCursor"].clone();
+        }
+        assert_eq!(seen, newest_first, "newest activity first, every one once");
+
+        // Activity reorders: a turn on the oldest conversation makes it the newest.
+        let oldest = created[0].clone();
+        history::record_turn(
+            app.database.connection(),
+            &ada.id,
+            Some(&oldest),
+            turn(99),
+            LIMIT,
+        )
+        .await
+        .unwrap();
+        let page = app
+            .graphql_as(Some(&ada.token), LIST, json!({ "first": 1 }))
+            .await;
+        assert_eq!(
+            page["data"]["conversations"]["edges"][0]["node"]["id"],
+            oldest.as_str()
+        );
+        assert_eq!(
+            page["data"]["conversations"]["edges"][0]["node"]["latestMessage"]["content"],
+            "Answer number 99."
+        );
+
+        // Opening one shows its messages in order with their sources.
+        let one = app
+            .graphql_as(Some(&ada.token), ONE, json!({ "id": oldest }))
+            .await;
+        let messages = one["data"]["conversation"]["messages"]["edges"]
+            .as_array()
+            .unwrap();
+        let contents: Vec<&str> = messages
+            .iter()
+            .map(|e| e["node"]["content"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            contents,
+            [
+                "Question number 0?",
+                "Answer number 0.",
+                "Question number 99?",
+                "Answer number 99."
+            ]
+        );
+        assert_eq!(messages[1]["node"]["sources"][0]["path"], "docs/ch1.md");
+        assert_eq!(messages[0]["node"]["sources"], json!([]));
+        app.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_fifty_first_conversation_removes_the_least_recently_active() {
+    for_each_backend(|app| async move {
+        let ada = reader(&app, "ada@example.com").await;
+        let mut created = Vec::new();
+        for n in 0..50 {
+            created.push(start(&app, &ada, n).await.conversation.id);
+        }
+        // Keep the oldest alive by writing to it: the second oldest becomes the victim.
+        history::record_turn(
+            app.database.connection(),
+            &ada.id,
+            Some(&created[0]),
+            turn(50),
+            LIMIT,
+        )
+        .await
+        .unwrap();
+        let newest = start(&app, &ada, 51).await.conversation.id;
+
+        let remaining: HashSet<String> = conversation_ids(&app, &ada).await.into_iter().collect();
+        assert_eq!(remaining.len(), 50);
+        assert!(remaining.contains(&newest));
+        assert!(
+            remaining.contains(&created[0]),
+            "written to just now, so kept"
+        );
+        assert!(
+            !remaining.contains(&created[1]),
+            "least recently active, so pruned"
+        );
+        let orphans = message::Entity::find()
+            .filter(message::Column::ConversationId.eq(&created[1]))
+            .count(app.database.connection())
+            .await
+            .unwrap();
+        assert_eq!(orphans, 0, "its messages went with it");
+        app.shutdown().await;
+    })
+    .await;
+}
+
+/// 45 conversations exist; 20 are created at once. Exactly 50 remain, and all 20 new ones
+/// are among them. The mechanism is the per-reader lock in `history::record_turn`.
+#[tokio::test]
+async fn concurrent_creations_never_exceed_the_limit() {
+    for_each_backend(|app| async move {
+        let ada = reader(&app, "ada@example.com").await;
+        for n in 0..45 {
+            start(&app, &ada, n).await;
+        }
+        let creations = (0..20).map(|n| {
+            let (app, ada) = (&app, &ada);
+            async move { start(app, ada, 100 + n).await.conversation.id }
+        });
+        let new_ids = futures_util::future::join_all(creations).await;
+
+        let remaining: HashSet<String> = conversation_ids(&app, &ada).await.into_iter().collect();
+        assert_eq!(remaining.len(), 50, "{:?}", app.backend);
+        for id in &new_ids {
+            assert!(remaining.contains(id), "a new conversation was pruned");
+        }
+        app.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn another_readers_conversations_read_as_not_found() {
+    for_each_backend(|app| async move {
+        let ada = reader(&app, "ada@example.com").await;
+        let bob = reader(&app, "bob@example.com").await;
+        let adas = start(&app, &ada, 1).await.conversation.id;
+
+        let read = app
+            .graphql_as(Some(&bob.token), ONE, json!({ "id": adas }))
+            .await;
+        assert_eq!(error_codes(&read), ["NOT_FOUND"], "{read}");
+        assert!(read["data"]["conversation"].is_null());
+        let renamed = app
+            .graphql_as(
+                Some(&bob.token),
+                RENAME,
+                json!({ "id": adas, "title": "mine now" }),
+            )
+            .await;
+        assert_eq!(error_codes(&renamed), ["NOT_FOUND"]);
+        let deleted = app
+            .graphql_as(Some(&bob.token), DELETE, json!({ "id": adas }))
+            .await;
+        assert_eq!(error_codes(&deleted), ["NOT_FOUND"]);
+        let listed = app.graphql_as(Some(&bob.token), LIST, json!({})).await;
+        assert_eq!(listed["data"]["conversations"]["edges"], json!([]));
+        let continued = history::record_turn(
+            app.database.connection(),
+            &bob.id,
+            Some(&adas),
+            turn(2),
+            LIMIT,
+        )
+        .await;
+        assert!(matches!(continued, Err(history::HistoryError::NotFound)));
+
+        // Ada's conversation is untouched.
+        let still = app
+            .graphql_as(Some(&ada.token), ONE, json!({ "id": adas }))
+            .await;
+        assert_eq!(still["data"]["conversation"]["title"], "Question number 1?");
+        let messages = still["data"]["conversation"]["messages"]["edges"]
+            .as_array()
+            .unwrap();
+        assert_eq!(messages.len(), 2);
+
+        // Nobody signed in: UNAUTHENTICATED, not an empty list.
+        let anonymous = app.graphql(LIST, json!({})).await;
+        assert_eq!(error_codes(&anonymous), ["UNAUTHENTICATED"]);
+        app.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn rename_trims_and_delete_cascades() {
+    for_each_backend(|app| async move {
+        let ada = reader(&app, "ada@example.com").await;
+        let recorded = start(&app, &ada, 1).await;
+        let id = recorded.conversation.id.clone();
+        let before = app
+            .graphql_as(Some(&ada.token), ONE, json!({ "id": id }))
+            .await;
+
+        let renamed = app
+            .graphql_as(
+                Some(&ada.token),
+                RENAME,
+                json!({ "id": id, "title": "  Borrowing  " }),
+            )
+            .await;
+        assert_eq!(
+            renamed["data"]["renameConversation"]["title"], "Borrowing",
+            "{renamed}"
+        );
+        let after = app
+            .graphql_as(Some(&ada.token), ONE, json!({ "id": id }))
+            .await;
+        assert_eq!(after["data"]["conversation"]["title"], "Borrowing");
+        assert_eq!(
+            after["data"]["conversation"]["updatedAt"], before["data"]["conversation"]["updatedAt"],
+            "renaming is not activity"
+        );
+
+        let deleted = app
+            .graphql_as(Some(&ada.token), DELETE, json!({ "id": id }))
+            .await;
+        assert_eq!(deleted["data"]["deleteConversation"], true);
+        let gone = app
+            .graphql_as(Some(&ada.token), ONE, json!({ "id": id }))
+            .await;
+        assert_eq!(error_codes(&gone), ["NOT_FOUND"]);
+        let again = app
+            .graphql_as(Some(&ada.token), DELETE, json!({ "id": id }))
+            .await;
+        assert_eq!(error_codes(&again), ["NOT_FOUND"]);
+        let messages = message::Entity::find()
+            .filter(message::Column::ConversationId.eq(&id))
+            .count(app.database.connection())
+            .await
+            .unwrap();
+        assert_eq!(messages, 0);
+        app.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bad_arguments_are_bad_user_input() {
+    for_each_backend(|app| async move {
+        let ada = reader(&app, "ada@example.com").await;
+        let id = start(&app, &ada, 1).await.conversation.id;
+        for (first, after) in [
+            (json!(0), Value::Null),
+            (json!(101), Value::Null),
+            (json!(-1), Value::Null),
+            (json!(5), json!("not-a-cursor")),
+            (json!(5), json!("")),
+        ] {
+            let response = app
+                .graphql_as(Some(&ada.token), LIST, json!({ "first": first, "after": after }))
+                .await;
+            assert_eq!(error_codes(&response), ["BAD_USER_INPUT"], "{first} {after}: {response}");
+        }
+        let messages = app
+            .graphql_as(
+                Some(&ada.token),
+                "query($id: ID!) { conversation(id: $id) { messages(first: 0) { edges { cursor } } } }",
+                json!({ "id": id }),
+            )
+            .await;
+        assert_eq!(error_codes(&messages), ["BAD_USER_INPUT"]);
+        for title in ["", "   ", &"x".repeat(201)] {
+            let response = app
+                .graphql_as(Some(&ada.token), RENAME, json!({ "id": id, "title": title }))
+                .await;
+            assert_eq!(error_codes(&response), ["BAD_USER_INPUT"]);
+        }
+        for malformed in ["", "not-an-id", "'; DROP TABLE conversation; --"] {
+            let response = app
+                .graphql_as(Some(&ada.token), ONE, json!({ "id": malformed }))
+                .await;
+            assert_eq!(error_codes(&response), ["NOT_FOUND"], "{malformed}");
+        }
+        let title = app.graphql_as(Some(&ada.token), ONE, json!({ "id": id })).await;
+        assert_eq!(title["data"]["conversation"]["title"], "Question number 1?");
+        app.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn logout_closes_history_to_the_old_access_token() {
+    for_each_backend(|app| async move {
+        let ada = reader(&app, "ada@example.com").await;
+        start(&app, &ada, 1).await;
+        let listed = app.graphql_as(Some(&ada.token), LIST, json!({})).await;
+        assert_eq!(
+            listed["data"]["conversations"]["edges"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+        let out = app
+            .graphql_as(Some(&ada.token), "mutation { logout }", json!({}))
+            .await;
+        assert_eq!(out["data"]["logout"], true);
+        let after = app.graphql_as(Some(&ada.token), LIST, json!({})).await;
+        assert_eq!(error_codes(&after), ["UNAUTHENTICATED"]);
+        app.shutdown().await;
+    })
+    .await;
+}
