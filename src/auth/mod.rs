@@ -351,7 +351,10 @@ pub async fn logout(conn: &DatabaseConnection, session: &SessionRef) -> Result<b
     };
     let deleted = query.exec(conn).await?.rows_affected > 0;
     if deleted {
-        tracing::info!("logged out");
+        match session {
+            SessionRef::Id { user_id, .. } => tracing::info!(user_id, "logged out"),
+            SessionRef::BetterAuthToken(_) => tracing::info!("logged out of a Better Auth session"),
+        }
     }
     Ok(deleted)
 }
