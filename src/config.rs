@@ -34,8 +34,11 @@ pub struct Settings {
     pub qdrant: Option<RemoteService>,
     /// Name of the collection that holds the corpus, embedded or remote.
     pub qdrant_collection: String,
-    /// OpenAI-compatible embeddings endpoint; `None` means sparse BM25 retrieval only.
-    pub embedding: Option<ModelService>,
+    /// OpenAI-compatible embeddings endpoint and its vector size; `None` means sparse
+    /// BM25 retrieval only.
+    pub embedding: Option<(ModelService, usize)>,
+    /// Indexed on first start when the vector store is empty (the bundled `docs/`).
+    pub corpus_dir: PathBuf,
     /// OpenAI-compatible chat endpoint; `None` means extractive answers.
     pub llm: Option<ModelService>,
     /// Human-readable logs for a terminal or one JSON object per line for a log shipper.
@@ -254,10 +257,24 @@ impl Settings {
                 "letters, digits, '_' and '-'",
             ));
         }
-        let embedding = model_service(
+        let embedding = match model_service(
             &get,
             ["EMBEDDING_BASE_URL", "EMBEDDING_API_KEY", "EMBEDDING_MODEL"],
-        )?;
+        )? {
+            None => None,
+            Some(service) => {
+                let accepts =
+                    "the length of the model's vectors, such as 1536 for text-embedding-3-small";
+                let dims = get("EMBEDDING_DIMENSIONS").ok_or(ConfigError {
+                    variable: "EMBEDDING_DIMENSIONS",
+                    problem: "is required when EMBEDDING_BASE_URL is set".into(),
+                    accepts,
+                })?;
+                let dims =
+                    parse_number("EMBEDDING_DIMENSIONS", Some(dims), 0, 1..=65_536, accepts)?;
+                Some((service, dims as usize))
+            }
+        };
         let llm = model_service(&get, ["LLM_BASE_URL", "LLM_API_KEY", "LLM_MODEL"])?;
         let log_format = match get("LOG_FORMAT").as_deref() {
             None | Some("pretty") => LogFormat::Pretty,
@@ -290,6 +307,7 @@ impl Settings {
             qdrant,
             qdrant_collection,
             embedding,
+            corpus_dir: PathBuf::from(get("CORPUS_DIR").unwrap_or_else(|| "./docs".into())),
             llm,
             log_format,
         })

@@ -4,9 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::http::GraphiQLSource;
-use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
 use axum::Router;
+use axum::extract::WebSocketUpgrade;
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, State};
@@ -58,6 +60,7 @@ pub fn router(state: AppState) -> Router {
     }
     Router::new()
         .route("/graphql", graphql)
+        .route("/graphql/ws", get(graphql_ws))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(state)
@@ -108,7 +111,55 @@ async fn graphql_handler(
 }
 
 async fn graphiql_page() -> Html<String> {
-    Html(GraphiQLSource::build().endpoint("/graphql").finish())
+    Html(
+        GraphiQLSource::build()
+            .endpoint("/graphql")
+            .subscription_endpoint("/graphql/ws")
+            .finish(),
+    )
+}
+
+/// Subscriptions over graphql-transport-ws (and the older graphql-ws). The token comes in
+/// the `connection_init` payload as `{"Authorization": "Bearer …"}`.
+async fn graphql_ws(
+    State(state): State<AppState>,
+    protocol: GraphQLProtocol,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |socket| {
+            let schema = state.schema.clone();
+            GraphQLWebSocket::new(socket, schema, protocol)
+                .on_connection_init(move |payload| async move {
+                    let headers = init_payload_headers(&payload);
+                    let mut data = async_graphql::Data::default();
+                    data.insert(Viewer::from_headers(
+                        &headers,
+                        &state.auth.keys,
+                        state.better_auth.as_ref(),
+                    ));
+                    data.insert(SessionCheck::default());
+                    Ok(data)
+                })
+                .serve()
+        })
+}
+
+/// `{"Authorization": "Bearer …"}` (any case, or nested under `headers`) as a header map.
+fn init_payload_headers(payload: &serde_json::Value) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    let objects = [Some(payload), payload.get("headers")];
+    for object in objects.into_iter().flatten().filter_map(|v| v.as_object()) {
+        for (key, value) in object {
+            if key.eq_ignore_ascii_case("authorization")
+                && let Some(value) = value.as_str().and_then(|v| HeaderValue::from_str(v).ok())
+            {
+                headers.insert(header::AUTHORIZATION, value);
+            }
+        }
+    }
+    headers
 }
 
 /// Readiness with per-component status. A degraded server still answers chats, so it

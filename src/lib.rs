@@ -7,18 +7,22 @@
 //! 3. [`graphql`]: the schema, one root per feature; [`graphql::guard`] is the one way
 //!    resolvers reach the database, [`graphql::error`] the codes clients see.
 //! 4. [`auth`]: accounts, passwords, tokens, and the viewer of a request;
-//!    [`entities`] the tables they live in.
-//! 5. [`http`]: routes and middleware around the schema.
-//! 6. [`Application`] below ties them together; `main.rs` and every test call
+//!    [`entities`] the tables they live in; [`history`] conversations and messages.
+//! 5. [`retrieval`] finds passages, [`llm`] writes answers, [`chat`] runs one turn.
+//! 6. [`http`]: routes and middleware around the schema.
+//! 7. [`Application`] below ties them together; `main.rs` and every test call
 //!    [`Application::build`].
 
 pub mod auth;
+pub mod chat;
 pub mod config;
 pub mod db;
 pub mod entities;
 pub mod graphql;
 pub mod history;
 pub mod http;
+pub mod llm;
+pub mod retrieval;
 pub mod telemetry;
 
 use std::future::Future;
@@ -36,6 +40,50 @@ use db::Database;
 pub struct Application {
     listener: TcpListener,
     state: http::AppState,
+}
+
+/// The vector store and embedders the settings ask for.
+pub fn open_retriever(settings: &Settings) -> anyhow::Result<retrieval::Retriever> {
+    if settings.qdrant.is_some() {
+        anyhow::bail!(
+            "QDRANT_URL is set, but this build serves only the embedded vector store; unset QDRANT_URL"
+        );
+    }
+    let dense = settings
+        .embedding
+        .clone()
+        .map(|(service, dims)| (retrieval::embed::DenseEmbedder::new(service), dims));
+    retrieval::Retriever::embedded(&settings.data_dir, dense)
+        .context("the vector store cannot be opened")
+}
+
+/// Indexes the bundled corpus when the store is empty, so chat answers from the first
+/// start. A missing corpus or a failure is logged, not fatal: chat then answers that it
+/// found nothing until `lectern ingest` is run.
+async fn index_corpus_on_first_start(retriever: &retrieval::Retriever, corpus: &std::path::Path) {
+    match retriever.is_empty().await {
+        Ok(true) if corpus.is_dir() => {
+            let started = std::time::Instant::now();
+            match retriever
+                .ingest(&[corpus.to_owned()], &retrieval::Quiet)
+                .await
+            {
+                Ok(summary) => tracing::info!(
+                    corpus = %corpus.display(),
+                    files = summary.files,
+                    chunks = summary.chunks,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "indexed the corpus on first start"
+                ),
+                Err(e) => tracing::error!(error = %e, "indexing the corpus failed"),
+            }
+        }
+        Ok(true) => {
+            tracing::warn!(corpus = %corpus.display(), "the vector store is empty and CORPUS_DIR is not a directory; run `lectern ingest PATH`")
+        }
+        Ok(false) => {}
+        Err(e) => tracing::error!(error = %e, "cannot read the vector store"),
+    }
 }
 
 impl Application {
@@ -70,8 +118,18 @@ impl Application {
             .better_auth_secret
             .clone()
             .map(auth::better_auth::BetterAuthVerifier::new);
+        let retriever = Arc::new(open_retriever(&settings)?);
+        index_corpus_on_first_start(&retriever, &settings.corpus_dir).await;
+        let generator = Arc::new(llm::Generator::new(
+            settings.llm.clone().map(llm::openai::ChatModel::new),
+        ));
+        let chat = Arc::new(chat::ChatService {
+            retriever,
+            generator,
+            history_limit: settings.history_limit,
+        });
         let settings = Arc::new(settings);
-        let schema = graphql::build_schema(db.clone(), settings.clone(), auth.clone());
+        let schema = graphql::build_schema(db.clone(), settings.clone(), auth.clone(), chat);
         Ok(Self {
             listener,
             state: http::AppState {

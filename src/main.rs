@@ -24,6 +24,13 @@ enum Command {
     Migrate,
     /// Print the GraphQL schema (SDL) and exit.
     Schema,
+    /// Index Markdown, MDX, HTML and text files for retrieval (idempotent: unchanged
+    /// files are skipped, changed ones replaced, deleted ones removed).
+    Ingest {
+        /// Files or directories to index.
+        #[arg(required = true)]
+        paths: Vec<std::path::PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -54,6 +61,7 @@ fn main() -> ExitCode {
         match cli.command {
             None | Some(Command::Serve) => serve(settings).await,
             Some(Command::Migrate) => migrate(settings).await,
+            Some(Command::Ingest { paths }) => ingest(settings, paths).await,
             Some(Command::Schema) => unreachable!("handled before configuration is read"),
         }
     });
@@ -70,6 +78,57 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let app = lectern::Application::build(settings).await?;
     app.run_until(lectern::http::shutdown_signal()).await?;
     Ok(())
+}
+
+async fn ingest(settings: Settings, paths: Vec<std::path::PathBuf>) -> anyhow::Result<()> {
+    let retriever = lectern::open_retriever(&settings)?;
+    let started = std::time::Instant::now();
+    let summary = retriever.ingest(&paths, &ProgressBar::new()).await?;
+    println!(
+        "indexed {} files ({} changed, {} unchanged, {} removed), {} chunks in {:.1} s",
+        summary.files,
+        summary.indexed,
+        summary.unchanged,
+        summary.removed,
+        summary.chunks,
+        started.elapsed().as_secs_f64()
+    );
+    for skipped in &summary.skipped {
+        eprintln!("skipped {skipped}");
+    }
+    if summary.files == 0 {
+        anyhow::bail!("no Markdown, MDX, HTML or text files were found under the given paths");
+    }
+    Ok(())
+}
+
+/// Ingest progress on the terminal (hidden when stderr is not one).
+struct ProgressBar(indicatif::ProgressBar);
+
+impl ProgressBar {
+    fn new() -> Self {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} files {wide_msg}")
+                .expect("a valid progress template"),
+        );
+        Self(bar)
+    }
+}
+
+impl lectern::retrieval::Progress for ProgressBar {
+    fn start(&self, files: usize) {
+        self.0.set_length(files as u64);
+    }
+
+    fn file_done(&self, path: &str) {
+        self.0.set_message(path.to_owned());
+        self.0.inc(1);
+    }
+
+    fn finish(&self) {
+        self.0.finish_and_clear();
+    }
 }
 
 async fn migrate(settings: Settings) -> anyhow::Result<()> {

@@ -59,6 +59,8 @@ pub enum ApiError {
     NotFound,
     /// `RATE_LIMITED`: with `extensions.retryAfter` in whole seconds.
     RateLimited(Duration),
+    /// `UPSTREAM_UNAVAILABLE`: the vector store (or another upstream service) failed.
+    UpstreamUnavailable,
     /// `INTERNAL_SERVER_ERROR` for a cause that is not the database's; logged.
     Internal(&'static str),
     /// `DATABASE_UNAVAILABLE`: the guard refused, or the query lost its connection.
@@ -76,6 +78,7 @@ impl ApiError {
             Self::EmailTaken => ErrorCode::EmailTaken,
             Self::InvalidCredentials => ErrorCode::InvalidCredentials,
             Self::NotFound => ErrorCode::NotFound,
+            Self::UpstreamUnavailable => ErrorCode::UpstreamUnavailable,
             Self::RateLimited(_) => ErrorCode::RateLimited,
             Self::DatabaseUnavailable => ErrorCode::DatabaseUnavailable,
             Self::Database(_) | Self::Internal(_) => ErrorCode::InternalServerError,
@@ -91,6 +94,9 @@ impl ApiError {
             Self::EmailTaken => "an account with this email already exists".into(),
             Self::InvalidCredentials => "email or password is wrong".into(),
             Self::NotFound => "not found".into(),
+            Self::UpstreamUnavailable => {
+                "a service the answer depends on is unavailable; try again shortly".into()
+            }
             Self::RateLimited(wait) => {
                 format!("too many attempts; retry in {} s", retry_after_secs(*wait))
             }

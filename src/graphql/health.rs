@@ -58,7 +58,7 @@ impl Health {
             Availability::Down => ComponentStatus::Down,
             Availability::Connecting => ComponentStatus::Connecting,
         };
-        let vector_store = ComponentStatus::NotConfigured;
+        let vector_store = ComponentStatus::Up;
         let llm = if settings.llm.is_some() {
             ComponentStatus::Up
         } else {

@@ -2,6 +2,7 @@
 //! schema data; limits checked before anything executes.
 
 pub mod auth;
+pub mod chat;
 pub mod error;
 pub mod guard;
 pub mod health;
@@ -9,9 +10,10 @@ pub mod history;
 
 use std::sync::Arc;
 
-use async_graphql::{EmptySubscription, MergedObject, Schema, SchemaBuilder};
+use async_graphql::{MergedObject, Schema, SchemaBuilder};
 
 use crate::auth::AuthService;
+use crate::chat::ChatService;
 use crate::config::Settings;
 use crate::db::Database;
 
@@ -26,19 +28,32 @@ pub const MAX_COMPLEXITY: usize = 2_000;
 pub struct Query(auth::AuthQuery, history::HistoryQuery, health::HealthQuery);
 
 #[derive(MergedObject, Default)]
-pub struct Mutation(auth::AuthMutation, history::HistoryMutation);
+pub struct Mutation(
+    auth::AuthMutation,
+    history::HistoryMutation,
+    chat::ChatMutation,
+);
 
-pub type LecternSchema = Schema<Query, Mutation, EmptySubscription>;
+pub type LecternSchema = Schema<Query, Mutation, chat::ChatSubscription>;
 
-fn builder() -> SchemaBuilder<Query, Mutation, EmptySubscription> {
-    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
-        .limit_depth(MAX_DEPTH)
-        .limit_complexity(MAX_COMPLEXITY)
+fn builder() -> SchemaBuilder<Query, Mutation, chat::ChatSubscription> {
+    Schema::build(
+        Query::default(),
+        Mutation::default(),
+        chat::ChatSubscription,
+    )
+    .limit_depth(MAX_DEPTH)
+    .limit_complexity(MAX_COMPLEXITY)
 }
 
 /// The schema the server runs, holding the services resolvers need.
-pub fn build_schema(db: Database, settings: Arc<Settings>, auth: AuthService) -> LecternSchema {
-    let mut builder = builder().data(db).data(auth);
+pub fn build_schema(
+    db: Database,
+    settings: Arc<Settings>,
+    auth: AuthService,
+    chat: Arc<ChatService>,
+) -> LecternSchema {
+    let mut builder = builder().data(db).data(auth).data(chat);
     if settings.is_production() {
         builder = builder.disable_introspection();
     }

@@ -1,0 +1,292 @@
+//! One chat turn: check the input, load the conversation's last turns, retrieve passages,
+//! write the answer (streamed), and store the turn for a signed-in reader.
+//!
+//! The turn runs in a task of its own and reports through a channel, so the `chat`
+//! mutation (which collects the events) and the `chatStream` subscription (which forwards
+//! them) share one flow, and a client that disconnects mid-answer does not stop the
+//! answer from being finished and stored. The database is touched at the start (history
+//! for the prompt) and at the end (storing the turn); when it is unavailable the answer
+//! still comes back and only the stored conversation is missing.
+
+use std::sync::Arc;
+
+use sea_orm::DatabaseConnection;
+use tokio::sync::mpsc;
+
+use crate::db::Database;
+use crate::entities::conversation;
+use crate::history::{self, HistoryError, NewTurn};
+use crate::llm::{Generator, PromptInput};
+use crate::retrieval::{Passage, RetrievalError, Retriever};
+
+pub const MESSAGE_MAX_CHARS: usize = 4_000;
+pub const SELECTED_TEXT_MAX_CHARS: usize = 10_000;
+/// Passages retrieved per question.
+const PASSAGES: usize = 5;
+/// Earlier messages of the conversation included in the prompt (three turns).
+const HISTORY_MESSAGES: u64 = 6;
+/// Characters of a passage shown as a source's snippet.
+const SNIPPET_CHARS: usize = 300;
+
+/// A question as the reader sent it, checked.
+#[derive(Debug, Clone)]
+pub struct ChatRequest {
+    pub message: String,
+    pub conversation_id: Option<String>,
+    pub selected_text: Option<String>,
+}
+
+impl ChatRequest {
+    pub fn parse(
+        message: &str,
+        conversation_id: Option<String>,
+        selected_text: Option<String>,
+    ) -> Result<Self, String> {
+        let message = message.trim();
+        let chars = message.chars().count();
+        if chars == 0 || chars > MESSAGE_MAX_CHARS {
+            return Err(format!(
+                "message must be 1 to {MESSAGE_MAX_CHARS} characters"
+            ));
+        }
+        let selected_text = selected_text
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty());
+        if selected_text
+            .as_ref()
+            .is_some_and(|s| s.chars().count() > SELECTED_TEXT_MAX_CHARS)
+        {
+            return Err(format!(
+                "selectedText must be at most {SELECTED_TEXT_MAX_CHARS} characters"
+            ));
+        }
+        Ok(Self {
+            message: message.to_owned(),
+            conversation_id,
+            selected_text,
+        })
+    }
+}
+
+/// Who asks: nobody in particular, or a reader whose turns are kept.
+#[derive(Debug, Clone)]
+pub enum Asker {
+    Anonymous,
+    Reader(String),
+    /// Signed in, but the session could not be checked because the database is down:
+    /// answered like anyone, and the turn cannot be stored.
+    Unverified,
+}
+
+/// A source as clients see it and as it is stored with the answer.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SourceRef {
+    pub title: String,
+    pub path: String,
+    pub snippet: String,
+    pub score: f64,
+}
+
+impl From<&Passage> for SourceRef {
+    fn from(p: &Passage) -> Self {
+        let mut snippet: String = p.text.chars().take(SNIPPET_CHARS).collect();
+        if p.text.chars().count() > SNIPPET_CHARS {
+            snippet.push('…');
+        }
+        Self {
+            title: if p.heading.is_empty() {
+                p.title.clone()
+            } else {
+                format!("{} — {}", p.title, p.heading)
+            },
+            path: p.path.clone(),
+            snippet,
+            score: p.score,
+        }
+    }
+}
+
+/// What became of the turn in the reader's history.
+#[derive(Debug, Clone)]
+pub enum Stored {
+    /// Anonymous: nothing is kept.
+    NotKept,
+    Kept(conversation::Model),
+    DatabaseUnavailable,
+    /// The conversation was deleted while the answer was being written.
+    ConversationGone,
+    /// Storing failed for another reason (logged).
+    Failed,
+}
+
+/// The events of one turn, in order: sources, deltas, completed (or failed).
+#[derive(Debug, Clone)]
+pub enum ChatEvent {
+    Sources(Vec<SourceRef>),
+    Delta(String),
+    Completed { answer: String, stored: Stored },
+    Failed(ChatError),
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ChatError {
+    #[error("the conversation does not exist or is not yours")]
+    NotFound,
+    #[error("the vector store is unavailable")]
+    RetrievalUnavailable,
+}
+
+pub struct ChatService {
+    pub retriever: Arc<Retriever>,
+    pub generator: Arc<Generator>,
+    pub history_limit: u32,
+}
+
+impl ChatService {
+    /// Starts the turn in its own task and returns its events.
+    pub fn start(
+        self: &Arc<Self>,
+        db: Database,
+        asker: Asker,
+        request: ChatRequest,
+    ) -> mpsc::UnboundedReceiver<ChatEvent> {
+        let (events, receiver) = mpsc::unbounded_channel();
+        let service = self.clone();
+        let span = tracing::info_span!("chat_turn", signed_in = matches!(asker, Asker::Reader(_)));
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                // Sends fail only when the client went away; the turn carries on.
+                let send = |event: ChatEvent| {
+                    let _ = events.send(event);
+                };
+                if let Err(e) = service.run(&db, asker, request, &send).await {
+                    send(ChatEvent::Failed(e));
+                }
+            },
+            span,
+        ));
+        receiver
+    }
+
+    async fn run(
+        &self,
+        db: &Database,
+        asker: Asker,
+        request: ChatRequest,
+        send: &(impl Fn(ChatEvent) + Sync),
+    ) -> Result<(), ChatError> {
+        let mut history_unavailable = false;
+        let mut earlier: Vec<(String, String)> = Vec::new();
+        if let (Asker::Reader(user_id), Some(conversation_id)) = (&asker, &request.conversation_id)
+        {
+            match db.guard() {
+                Ok(conn) => {
+                    match history::last_messages(conn, user_id, conversation_id, HISTORY_MESSAGES)
+                        .await
+                    {
+                        Ok(messages) => {
+                            earlier = messages.into_iter().map(|m| (m.role, m.content)).collect()
+                        }
+                        Err(HistoryError::NotFound) => return Err(ChatError::NotFound),
+                        Err(HistoryError::Database(e)) => {
+                            db.observe(&e);
+                            tracing::warn!(error = %e, "could not load the conversation; answering without it");
+                            history_unavailable = true;
+                        }
+                    }
+                }
+                Err(_) => history_unavailable = true,
+            }
+        }
+
+        let query = match &request.selected_text {
+            Some(selected) => format!("{}\n{}", request.message, selected),
+            None => request.message.clone(),
+        };
+        let passages =
+            self.retriever
+                .search(&query, PASSAGES)
+                .await
+                .map_err(|e: RetrievalError| {
+                    tracing::error!(error = %e, "retrieval failed");
+                    ChatError::RetrievalUnavailable
+                })?;
+        let sources: Vec<SourceRef> = passages.iter().map(SourceRef::from).collect();
+        send(ChatEvent::Sources(sources.clone()));
+
+        let input = PromptInput {
+            question: &request.message,
+            selected_text: request.selected_text.as_deref(),
+            passages: &passages,
+            history: &earlier,
+        };
+        let (answer, kind) = self
+            .generator
+            .answer(&input, |delta| send(ChatEvent::Delta(delta.to_owned())))
+            .await;
+        tracing::info!(answer = ?kind, passages = passages.len(), "answer written");
+
+        let stored = match asker {
+            Asker::Anonymous => Stored::NotKept,
+            Asker::Unverified => Stored::DatabaseUnavailable,
+            Asker::Reader(_) if history_unavailable => Stored::DatabaseUnavailable,
+            Asker::Reader(user_id) => {
+                let turn = NewTurn {
+                    question: request.message.clone(),
+                    answer: answer.clone(),
+                    sources: serde_json::to_value(&sources)
+                        .unwrap_or_else(|_| serde_json::json!([])),
+                };
+                self.store(db, &user_id, request.conversation_id.as_deref(), turn)
+                    .await
+            }
+        };
+        send(ChatEvent::Completed { answer, stored });
+        Ok(())
+    }
+
+    async fn store(
+        &self,
+        db: &Database,
+        user_id: &str,
+        conversation_id: Option<&str>,
+        turn: NewTurn,
+    ) -> Stored {
+        let Ok(conn) = db.guard() else {
+            return Stored::DatabaseUnavailable;
+        };
+        let conn: &DatabaseConnection = conn;
+        match history::record_turn(conn, user_id, conversation_id, turn, self.history_limit).await {
+            Ok(recorded) => Stored::Kept(recorded.conversation),
+            Err(HistoryError::NotFound) => Stored::ConversationGone,
+            Err(HistoryError::Database(e)) if db.observe(&e) => Stored::DatabaseUnavailable,
+            Err(HistoryError::Database(e)) => {
+                tracing::error!(error = %e, "could not store the turn");
+                Stored::Failed
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_trimmed_and_bounded() {
+        assert_eq!(
+            ChatRequest::parse("  hi  ", None, None).unwrap().message,
+            "hi"
+        );
+        assert!(ChatRequest::parse("   ", None, None).is_err());
+        assert!(ChatRequest::parse(&"x".repeat(4001), None, None).is_err());
+        assert!(ChatRequest::parse(&"é".repeat(4000), None, None).is_ok());
+        assert!(ChatRequest::parse("q", None, Some("y".repeat(10_001))).is_err());
+        assert_eq!(
+            ChatRequest::parse("q", None, Some("  ".into()))
+                .unwrap()
+                .selected_text,
+            None
+        );
+    }
+}

@@ -1,0 +1,193 @@
+//! An OpenAI-compatible chat completions client that streams (`stream: true`, Server-Sent
+//! Events), bounds every wait, and retries 429 and 5xx answers with backoff, honouring
+//! `Retry-After`. Retries happen only before the first token: a half-streamed answer is
+//! never started over.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde::Deserialize;
+
+use crate::config::ModelService;
+
+/// Attempts per completion, the first included.
+const ATTEMPTS: u32 = 3;
+const BACKOFF_START: Duration = Duration::from_millis(250);
+/// Longest wait between attempts, whatever `Retry-After` asks for.
+const BACKOFF_CAP: Duration = Duration::from_secs(5);
+/// Until the response headers arrive.
+const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest silence between two streamed chunks.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ChatMessage {
+    pub role: &'static str,
+    pub content: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LlmError {
+    #[error("model request failed: {0}")]
+    Request(String),
+    #[error("model answered {status}")]
+    Status { status: u16 },
+    #[error("model did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("model stream was malformed: {0}")]
+    Protocol(String),
+}
+
+pub struct ChatModel {
+    http: reqwest::Client,
+    service: ModelService,
+}
+
+#[derive(Deserialize)]
+struct StreamChunk {
+    #[serde(default)]
+    choices: Vec<StreamChoice>,
+}
+
+#[derive(Deserialize)]
+struct StreamChoice {
+    #[serde(default)]
+    delta: Delta,
+}
+
+#[derive(Deserialize, Default)]
+struct Delta {
+    #[serde(default)]
+    content: Option<String>,
+}
+
+impl ChatModel {
+    pub fn new(service: ModelService) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .expect("a TLS-capable HTTP client builds");
+        Self { http, service }
+    }
+
+    /// Streams a completion, calling `on_delta` for every piece of text, and returns the
+    /// whole text. An error after some text has streamed is returned with that text, so
+    /// the caller can keep what the reader already saw.
+    pub async fn complete(
+        &self,
+        messages: &[ChatMessage],
+        mut on_delta: impl FnMut(&str),
+    ) -> Result<String, (LlmError, String)> {
+        let response = self
+            .send_with_retries(messages)
+            .await
+            .map_err(|e| (e, String::new()))?;
+        let mut body = response.bytes_stream();
+        let mut buffer = String::new();
+        let mut text = String::new();
+        loop {
+            let next = match tokio::time::timeout(IDLE_TIMEOUT, body.next()).await {
+                Ok(next) => next,
+                Err(_) => return Err((LlmError::Timeout(IDLE_TIMEOUT), text)),
+            };
+            let Some(bytes) = next else {
+                // The server closed the stream without [DONE]; keep what arrived.
+                return if text.is_empty() {
+                    Err((
+                        LlmError::Protocol("stream ended before any text".into()),
+                        text,
+                    ))
+                } else {
+                    Ok(text)
+                };
+            };
+            let bytes = match bytes {
+                Ok(b) => b,
+                Err(e) => return Err((LlmError::Request(e.without_url().to_string()), text)),
+            };
+            buffer.push_str(&String::from_utf8_lossy(&bytes));
+            while let Some(end) = buffer.find('\n') {
+                let line = buffer[..end].trim_end_matches('\r').to_owned();
+                buffer.drain(..=end);
+                let Some(data) = line.strip_prefix("data:") else {
+                    continue;
+                };
+                let data = data.trim();
+                if data == "[DONE]" {
+                    return Ok(text);
+                }
+                let chunk: StreamChunk = match serde_json::from_str(data) {
+                    Ok(c) => c,
+                    Err(e) => return Err((LlmError::Protocol(e.to_string()), text)),
+                };
+                for choice in chunk.choices {
+                    if let Some(piece) = choice.delta.content.filter(|p| !p.is_empty()) {
+                        on_delta(&piece);
+                        text.push_str(&piece);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn send_with_retries(
+        &self,
+        messages: &[ChatMessage],
+    ) -> Result<reqwest::Response, LlmError> {
+        let body = serde_json::json!({
+            "model": self.service.model,
+            "messages": messages,
+            "stream": true,
+            "temperature": 0.2,
+        });
+        let mut backoff = BACKOFF_START;
+        let mut last_error = LlmError::Request("no attempt made".into());
+        for attempt in 1..=ATTEMPTS {
+            let mut request = self
+                .http
+                .post(format!("{}/chat/completions", self.service.base_url))
+                .json(&body);
+            if let Some(key) = &self.service.api_key {
+                request = request.bearer_auth(key.expose());
+            }
+            let wait = match tokio::time::timeout(FIRST_BYTE_TIMEOUT, request.send()).await {
+                Err(_) => {
+                    last_error = LlmError::Timeout(FIRST_BYTE_TIMEOUT);
+                    backoff
+                }
+                Ok(Err(e)) => {
+                    last_error = LlmError::Request(e.without_url().to_string());
+                    backoff
+                }
+                Ok(Ok(response)) if response.status().is_success() => return Ok(response),
+                Ok(Ok(response)) => {
+                    let status = response.status();
+                    last_error = LlmError::Status {
+                        status: status.as_u16(),
+                    };
+                    if !(status.as_u16() == 429 || status.is_server_error()) {
+                        return Err(last_error);
+                    }
+                    retry_after(&response).unwrap_or(backoff)
+                }
+            };
+            if attempt < ATTEMPTS {
+                tracing::warn!(attempt, error = %last_error, retry_in = ?wait.min(BACKOFF_CAP), "model request failed, retrying");
+                tokio::time::sleep(wait.min(BACKOFF_CAP)).await;
+                backoff = (backoff * 2).min(BACKOFF_CAP);
+            }
+        }
+        Err(last_error)
+    }
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is rare from model APIs and ignored).
+fn retry_after(response: &reqwest::Response) -> Option<Duration> {
+    let value = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?;
+    let seconds: f64 = value.trim().parse().ok()?;
+    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
+}
