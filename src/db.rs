@@ -22,6 +22,8 @@ use crate::config::{DatabaseKind, DatabaseSettings};
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long opening one connection (TCP + TLS + auth) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Pooled connections idle longer than this are pinged before use.
+const IDLE_BEFORE_PING: Duration = Duration::from_millis(500);
 /// The first retry after a failed probe; doubled after each further failure...
 const BACKOFF_START: Duration = Duration::from_millis(100);
 /// ...up to this cap, so recovery is noticed within a few seconds.
@@ -74,9 +76,11 @@ impl Database {
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
             .idle_timeout(Duration::from_secs(300))
-            // A ping before every checkout would double the round trips of every request;
-            // connection errors are observed and recovered from instead.
-            .test_before_acquire(false)
+            // A ping before every checkout would double the round trips of every request,
+            // so only connections idle for a while are pinged: under load they go through
+            // untouched, and after an outage the stale ones are replaced instead of being
+            // handed to requests one by one.
+            .test_before_acquire_if_idle_for(IDLE_BEFORE_PING)
             .connect_lazy(true)
             .sqlx_logging(false);
         let conn = sea_orm::Database::connect(options).await?;

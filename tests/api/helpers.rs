@@ -18,6 +18,9 @@ pub enum Backend {
     Postgres,
 }
 
+/// The small corpus every test app indexes on start.
+pub const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/corpus");
+
 pub const JWT_SECRET: &str = "test-secret-that-is-long-enough-for-hs256";
 
 /// A running server on a random port with a database of its own.
@@ -79,6 +82,7 @@ pub async fn spawn_app_with_url(
         ("BIND_ADDR".into(), "127.0.0.1:0".into()),
         ("DATA_DIR".into(), data_dir.path().display().to_string()),
         ("JWT_SECRET".into(), JWT_SECRET.into()),
+        ("CORPUS_DIR".into(), CORPUS.into()),
         // Every test comes from 127.0.0.1 at once; the rate-limit test turns these on.
         ("AUTH_RATE_LIMIT_PER_IP".into(), "0".into()),
         ("AUTH_RATE_LIMIT_PER_EMAIL".into(), "0".into()),

@@ -2,6 +2,8 @@
 //! PostgreSQL (see `pg.rs` for how that one is found or started).
 
 mod accounts;
+mod chat;
+mod fake_llm;
 mod foundation;
 mod helpers;
 mod history;

@@ -32,7 +32,9 @@ pub fn shared() -> Option<&'static PgSource> {
             if let Ok(url) = std::env::var("TEST_DATABASE_URL") {
                 return Some(PgSource::External(url));
             }
-            let cluster = PgCluster::init()?;
+            let mut cluster = PgCluster::init()?;
+            // Nothing stops the shared cluster, so it can skip durability for speed.
+            cluster.durable = false;
             cluster.start();
             cluster.remove_when_process_exits();
             Some(PgSource::Cluster(cluster))
@@ -94,10 +96,13 @@ pub struct PgCluster {
     base: PathBuf,
     pub port: u16,
     run_as_postgres: bool,
+    /// fsync and synchronous commit on: what tests that crash the server need so that
+    /// acknowledged commits survive, as on a real server.
+    durable: bool,
 }
 
 impl PgCluster {
-    /// Runs initdb into a new directory; does not start the server. `None` when the
+    /// Runs initdb into a new directory (a durable cluster); does not start the server. `None` when the
     /// binaries are missing (panics if `LECTERN_REQUIRE_POSTGRES=1`).
     pub fn init() -> Option<Self> {
         let Some(bin_dir) = find_bin_dir() else {
@@ -132,6 +137,7 @@ impl PgCluster {
             base,
             port: free_port(),
             run_as_postgres,
+            durable: true,
         };
         let data = cluster.data_dir();
         cluster.run(
@@ -156,8 +162,13 @@ impl PgCluster {
     }
 
     pub fn start(&self) {
+        let durability = if self.durable {
+            ""
+        } else {
+            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        };
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300{durability}",
             self.port,
             self.base.display()
         );
