@@ -24,6 +24,7 @@ use tower_http::trace::TraceLayer;
 use crate::auth::better_auth::BetterAuthVerifier;
 use crate::auth::viewer::Viewer;
 use crate::auth::{AuthService, ClientInfo};
+use crate::chat::ChatService;
 use crate::config::Settings;
 use crate::db::Database;
 use crate::graphql::LecternSchema;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub schema: LecternSchema,
     pub db: Database,
     pub settings: Arc<Settings>,
+    /// For readiness: the vector store's and the model's last outcomes.
+    pub chat: Arc<ChatService>,
     /// Verifies access tokens when the viewer of a request is worked out.
     pub auth: AuthService,
     /// Present when `BETTER_AUTH_SECRET` is set.
@@ -165,7 +168,7 @@ fn init_payload_headers(payload: &serde_json::Value) -> HeaderMap {
 /// Readiness with per-component status. A degraded server still answers chats, so it
 /// stays ready (200); only a server that is shutting down says 503.
 async fn readyz(State(state): State<AppState>) -> Response {
-    let health = Health::of(&state.db, &state.settings);
+    let health = Health::of(&state.db, &state.chat);
     let code = if state.shutdown.is_cancelled() {
         StatusCode::SERVICE_UNAVAILABLE
     } else {

@@ -43,18 +43,18 @@ pub struct Application {
 }
 
 /// The vector store and embedders the settings ask for.
-pub fn open_retriever(settings: &Settings) -> anyhow::Result<retrieval::Retriever> {
-    if settings.qdrant.is_some() {
-        anyhow::bail!(
-            "QDRANT_URL is set, but this build serves only the embedded vector store; unset QDRANT_URL"
-        );
-    }
+pub async fn open_retriever(settings: &Settings) -> anyhow::Result<retrieval::Retriever> {
     let dense = settings
         .embedding
         .clone()
         .map(|(service, dims)| (retrieval::embed::DenseEmbedder::new(service), dims));
-    retrieval::Retriever::embedded(&settings.data_dir, dense)
-        .context("the vector store cannot be opened")
+    match &settings.qdrant {
+        Some(service) => retrieval::Retriever::remote(service, &settings.qdrant_collection, dense)
+            .await
+            .context("the Qdrant server at QDRANT_URL cannot be used"),
+        None => retrieval::Retriever::embedded(&settings.data_dir, dense)
+            .context("the vector store cannot be opened"),
+    }
 }
 
 /// Indexes the bundled corpus when the store is empty, so chat answers from the first
@@ -118,7 +118,7 @@ impl Application {
             .better_auth_secret
             .clone()
             .map(auth::better_auth::BetterAuthVerifier::new);
-        let retriever = Arc::new(open_retriever(&settings)?);
+        let retriever = Arc::new(open_retriever(&settings).await?);
         index_corpus_on_first_start(&retriever, &settings.corpus_dir).await;
         let generator = Arc::new(llm::Generator::new(
             settings.llm.clone().map(llm::openai::ChatModel::new),
@@ -129,13 +129,15 @@ impl Application {
             history_limit: settings.history_limit,
         });
         let settings = Arc::new(settings);
-        let schema = graphql::build_schema(db.clone(), settings.clone(), auth.clone(), chat);
+        let schema =
+            graphql::build_schema(db.clone(), settings.clone(), auth.clone(), chat.clone());
         Ok(Self {
             listener,
             state: http::AppState {
                 schema,
                 db,
                 settings,
+                chat,
                 auth,
                 better_auth,
                 shutdown: CancellationToken::new(),

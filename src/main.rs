@@ -81,7 +81,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
 }
 
 async fn ingest(settings: Settings, paths: Vec<std::path::PathBuf>) -> anyhow::Result<()> {
-    let retriever = lectern::open_retriever(&settings)?;
+    let retriever = lectern::open_retriever(&settings).await?;
     let started = std::time::Instant::now();
     let summary = retriever.ingest(&paths, &ProgressBar::new()).await?;
     println!(

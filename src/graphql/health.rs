@@ -3,7 +3,9 @@
 
 use async_graphql::{Context, Enum, Object, SimpleObject};
 
-use crate::config::Settings;
+use std::sync::Arc;
+
+use crate::chat::ChatService;
 use crate::db::{Availability, Database};
 
 #[derive(Default)]
@@ -14,8 +16,8 @@ impl HealthQuery {
     /// The state of the server and each dependency. Works with the database down.
     async fn health(&self, ctx: &Context<'_>) -> async_graphql::Result<Health> {
         let db = ctx.data::<Database>()?;
-        let settings = ctx.data::<std::sync::Arc<Settings>>()?;
-        Ok(Health::of(db, settings))
+        let chat = ctx.data::<Arc<ChatService>>()?;
+        Ok(Health::of(db, chat))
     }
 }
 
@@ -52,18 +54,24 @@ pub struct Health {
 
 impl Health {
     /// Shared by the `health` field and `/readyz`, so both always agree.
-    pub fn of(db: &Database, settings: &Settings) -> Self {
+    pub fn of(db: &Database, chat: &ChatService) -> Self {
         let database = match db.availability() {
             Availability::Up => ComponentStatus::Up,
             Availability::Down => ComponentStatus::Down,
             Availability::Connecting => ComponentStatus::Connecting,
         };
-        let vector_store = ComponentStatus::Up;
-        let llm = if settings.llm.is_some() {
-            ComponentStatus::Up
-        } else {
-            ComponentStatus::NotConfigured
+        let up_or_down = |ok: bool| {
+            if ok {
+                ComponentStatus::Up
+            } else {
+                ComponentStatus::Down
+            }
         };
+        let vector_store = up_or_down(chat.retriever.healthy());
+        let llm = chat
+            .generator
+            .healthy()
+            .map_or(ComponentStatus::NotConfigured, up_or_down);
         let all_up = [database, vector_store, llm]
             .iter()
             .all(|c| matches!(c, ComponentStatus::Up | ComponentStatus::NotConfigured));

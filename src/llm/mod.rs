@@ -5,6 +5,8 @@
 pub mod extractive;
 pub mod openai;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use openai::{ChatMessage, ChatModel, LlmError};
 
 use crate::retrieval::Passage;
@@ -75,6 +77,8 @@ pub fn prompt(input: &PromptInput<'_>) -> Vec<ChatMessage> {
 /// The model, if configured.
 pub struct Generator {
     model: Option<ChatModel>,
+    /// Whether the last call to the model succeeded (for `health`).
+    last_call_ok: AtomicBool,
 }
 
 /// How an answer was produced, for logs and metrics.
@@ -89,11 +93,17 @@ pub enum AnswerKind {
 
 impl Generator {
     pub fn new(model: Option<ChatModel>) -> Self {
-        Self { model }
+        Self {
+            model,
+            last_call_ok: AtomicBool::new(true),
+        }
     }
 
-    pub fn configured(&self) -> bool {
-        self.model.is_some()
+    /// `None` without a model; otherwise whether its last call succeeded.
+    pub fn healthy(&self) -> Option<bool> {
+        self.model
+            .as_ref()
+            .map(|_| self.last_call_ok.load(Ordering::Relaxed))
     }
 
     /// Writes the answer, streaming pieces through `on_delta`. Never fails and never
@@ -110,7 +120,9 @@ impl Generator {
             on_delta(&text);
             return (text, AnswerKind::Extractive);
         };
-        match model.complete(&prompt(input), &mut on_delta).await {
+        let outcome = model.complete(&prompt(input), &mut on_delta).await;
+        self.last_call_ok.store(outcome.is_ok(), Ordering::Relaxed);
+        match outcome {
             Ok(text) if !text.trim().is_empty() => (text, AnswerKind::Model),
             Ok(_) => fallback(input, on_delta, &LlmError::Protocol("empty answer".into())),
             Err((error, partial)) if partial.trim().is_empty() => fallback(input, on_delta, &error),

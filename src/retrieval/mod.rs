@@ -9,12 +9,14 @@
 
 pub mod chunk;
 pub mod embed;
+pub mod remote;
 pub mod store;
 
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use sha2::{Digest, Sha256};
 
@@ -99,6 +101,8 @@ pub struct Retriever {
     dense: Option<DenseEmbedder>,
     /// Held while the process uses an embedded store: a second process cannot open it.
     _lock: Option<File>,
+    /// Whether the last search succeeded (for `health`).
+    last_search_ok: AtomicBool,
 }
 
 impl Retriever {
@@ -123,6 +127,27 @@ impl Retriever {
             bm25: Bm25::english().map_err(StoreError::Engine)?,
             dense,
             _lock: Some(lock),
+            last_search_ok: AtomicBool::new(true),
+        })
+    }
+
+    /// A Qdrant server or Qdrant Cloud collection, created on first use.
+    pub async fn remote(
+        service: &crate::config::RemoteService,
+        collection: &str,
+        dense: Option<(DenseEmbedder, usize)>,
+    ) -> Result<Self, RetrievalError> {
+        let (dense, dims) = match dense {
+            Some((embedder, dims)) => (Some(embedder), Some(dims)),
+            None => (None, None),
+        };
+        let store = remote::RemoteStore::open(service, collection, dims).await?;
+        Ok(Self {
+            store: Arc::new(store),
+            bm25: Bm25::english().map_err(StoreError::Engine)?,
+            dense,
+            _lock: None,
+            last_search_ok: AtomicBool::new(true),
         })
     }
 
@@ -136,6 +161,21 @@ impl Retriever {
 
     /// The `limit` best passages for a question (hybrid when a dense embedder is set).
     pub async fn search(
+        &self,
+        question: &str,
+        limit: usize,
+    ) -> Result<Vec<Passage>, RetrievalError> {
+        let found = self.search_unrecorded(question, limit).await;
+        self.last_search_ok.store(found.is_ok(), Ordering::Relaxed);
+        found
+    }
+
+    /// Whether the last search succeeded.
+    pub fn healthy(&self) -> bool {
+        self.last_search_ok.load(Ordering::Relaxed)
+    }
+
+    async fn search_unrecorded(
         &self,
         question: &str,
         limit: usize,

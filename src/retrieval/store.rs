@@ -64,7 +64,7 @@ pub enum StoreError {
     #[error("vector store error: {0}")]
     Engine(String),
     #[error(
-        "the embedded vector store at {0} is in use by another process (is `lectern serve` running?)"
+        "the embedded vector store at {0} is in use by another process (a running `lectern serve`?): stop that process and run the command again, or set QDRANT_URL to a Qdrant server, which any number of processes can share"
     )]
     Locked(PathBuf),
     #[error("the vector store task failed: {0}")]

@@ -570,9 +570,9 @@ async fn chat_answers_during_a_database_outage() {
     app.shutdown().await;
 }
 
-#[tokio::test]
-async fn re_ingesting_is_idempotent_and_follows_changes() {
-    let data = tempfile::tempdir().unwrap();
+/// The conformance checks every vector store passes: idempotent ingest, changed files
+/// replaced, deleted files removed, search finds the current text only.
+async fn store_conformance(retriever: &lectern::retrieval::Retriever) {
     let corpus = tempfile::tempdir().unwrap();
     std::fs::write(
         corpus.path().join("a.md"),
@@ -585,7 +585,6 @@ async fn re_ingesting_is_idempotent_and_follows_changes() {
     )
     .unwrap();
     std::fs::write(corpus.path().join("ignored.png"), [0u8, 1, 2]).unwrap();
-    let retriever = lectern::retrieval::Retriever::embedded(data.path(), None).unwrap();
     let roots = [corpus.path().to_owned()];
     let quiet = lectern::retrieval::Quiet;
 
@@ -621,8 +620,13 @@ async fn re_ingesting_is_idempotent_and_follows_changes() {
             .is_empty(),
         "deleted file is gone"
     );
+}
 
-    // A second process cannot open the same store while this one holds it.
+#[tokio::test]
+async fn the_embedded_store_conforms_and_is_locked_to_one_process() {
+    let data = tempfile::tempdir().unwrap();
+    let retriever = lectern::retrieval::Retriever::embedded(data.path(), None).unwrap();
+    store_conformance(&retriever).await;
     let second = lectern::retrieval::Retriever::embedded(data.path(), None);
     assert!(matches!(
         second,
@@ -630,6 +634,29 @@ async fn re_ingesting_is_idempotent_and_follows_changes() {
             lectern::retrieval::store::StoreError::Locked(_)
         ))
     ));
+}
+
+/// Runs only against a real Qdrant server: `TEST_QDRANT_URL=http://localhost:6334`
+/// (and `TEST_QDRANT_API_KEY` for Qdrant Cloud). CI has none, so there it prints a notice.
+#[tokio::test]
+async fn a_qdrant_server_conforms_too() {
+    let Ok(url) = std::env::var("TEST_QDRANT_URL") else {
+        eprintln!(
+            "notice: TEST_QDRANT_URL is not set; the Qdrant server conformance test is skipped"
+        );
+        return;
+    };
+    let service = lectern::config::RemoteService {
+        url,
+        api_key: std::env::var("TEST_QDRANT_API_KEY")
+            .ok()
+            .map(lectern::config::Secret::new),
+    };
+    let collection = format!("lectern_test_{}", uuid::Uuid::now_v7().simple());
+    let retriever = lectern::retrieval::Retriever::remote(&service, &collection, None)
+        .await
+        .unwrap();
+    store_conformance(&retriever).await;
 }
 
 #[test]
