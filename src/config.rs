@@ -105,6 +105,8 @@ pub struct ModelService {
     pub base_url: String,
     pub api_key: Option<Secret>,
     pub model: String,
+    /// Longest wait for the first byte of an answer, and between two streamed pieces.
+    pub timeout: std::time::Duration,
 }
 
 /// A value that must never be printed: `Debug` shows only that it is there.
@@ -433,10 +435,18 @@ fn model_service(
         problem: format!("is required when {url_var} is set"),
         accepts: "the model name the endpoint serves, such as gpt-4o-mini",
     })?;
+    let timeout = parse_number(
+        "LLM_TIMEOUT_SECONDS",
+        get("LLM_TIMEOUT_SECONDS"),
+        30,
+        1..=600,
+        "whole seconds from 1 to 600",
+    )?;
     Ok(Some(ModelService {
         base_url,
         api_key: get(key_var).map(Secret::new),
         model,
+        timeout: std::time::Duration::from_secs(u64::from(timeout)),
     }))
 }
 

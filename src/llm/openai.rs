@@ -15,10 +15,6 @@ const ATTEMPTS: u32 = 3;
 const BACKOFF_START: Duration = Duration::from_millis(250);
 /// Longest wait between attempts, whatever `Retry-After` asks for.
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
-/// Until the response headers arrive.
-const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Longest silence between two streamed chunks.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ChatMessage {
@@ -86,9 +82,9 @@ impl ChatModel {
         let mut buffer = String::new();
         let mut text = String::new();
         loop {
-            let next = match tokio::time::timeout(IDLE_TIMEOUT, body.next()).await {
+            let next = match tokio::time::timeout(self.service.timeout, body.next()).await {
                 Ok(next) => next,
-                Err(_) => return Err((LlmError::Timeout(IDLE_TIMEOUT), text)),
+                Err(_) => return Err((LlmError::Timeout(self.service.timeout), text)),
             };
             let Some(bytes) = next else {
                 // The server closed the stream without [DONE]; keep what arrived.
@@ -150,9 +146,9 @@ impl ChatModel {
             if let Some(key) = &self.service.api_key {
                 request = request.bearer_auth(key.expose());
             }
-            let wait = match tokio::time::timeout(FIRST_BYTE_TIMEOUT, request.send()).await {
+            let wait = match tokio::time::timeout(self.service.timeout, request.send()).await {
                 Err(_) => {
-                    last_error = LlmError::Timeout(FIRST_BYTE_TIMEOUT);
+                    last_error = LlmError::Timeout(self.service.timeout);
                     backoff
                 }
                 Ok(Err(e)) => {

@@ -332,6 +332,25 @@ async fn rate_limited_models_are_retried_and_failing_ones_replaced_by_extracts()
     app.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_model_that_stalls_is_timed_out_and_replaced_by_the_extract() {
+    let stalled = FakeLlm::start(Mode::Stream {
+        pieces: vec!["too late".into()],
+        delay: Duration::from_secs(5),
+    })
+    .await;
+    let mut extra = stalled.llm_settings();
+    extra.push(("LLM_TIMEOUT_SECONDS", "1".into()));
+    let app = spawn_app(Backend::Sqlite, &settings(&extra)).await.unwrap();
+    let response = ask(&app, None, json!({ "message": "What causes neap tides?" })).await;
+    let answer = response["data"]["chat"]["answer"].as_str().unwrap();
+    assert!(
+        answer.starts_with(lectern::llm::extractive::NOTICE),
+        "{answer}"
+    );
+    app.shutdown().await;
+}
+
 /// A graphql-transport-ws client: connects, sends `connection_init` (with a token when
 /// given), subscribes to `chatStream`, and returns the socket.
 async fn subscribe(
