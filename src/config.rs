@@ -28,6 +28,8 @@ pub struct Settings {
     pub auth_rate_limit_per_ip: u32,
     /// Sign-in and registration attempts allowed per email per 10 s (0: off).
     pub auth_rate_limit_per_email: u32,
+    /// Schema introspection and GraphiQL: on in development, off in production unless set.
+    pub introspection: bool,
     /// How many of the most recently active conversations each reader keeps.
     pub history_limit: u32,
     /// Remote Qdrant server; `None` selects the embedded engine under `data_dir`.
@@ -240,6 +242,12 @@ impl Settings {
             0..=1_000_000,
             "a count of attempts per 10 seconds from 0 (off) to 1000000",
         )?;
+        let introspection = match get("GRAPHQL_INTROSPECTION").as_deref() {
+            None => app_env == AppEnv::Development,
+            Some("true") => true,
+            Some("false") => false,
+            Some(other) => return Err(invalid("GRAPHQL_INTROSPECTION", other, "true | false")),
+        };
         let qdrant = get("QDRANT_URL")
             .map(|url| -> Result<_, ConfigError> {
                 Ok(RemoteService {
@@ -305,6 +313,7 @@ impl Settings {
             cors_origins,
             auth_rate_limit_per_ip,
             auth_rate_limit_per_email,
+            introspection,
             history_limit,
             qdrant,
             qdrant_collection,

@@ -4,8 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_graphql::ParseRequestError;
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::http::GraphiQLSource;
+use async_graphql_axum::rejection::GraphQLRejection;
 use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
 use axum::Router;
 use axum::extract::WebSocketUpgrade;
@@ -19,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::better_auth::BetterAuthVerifier;
@@ -29,6 +32,7 @@ use crate::config::Settings;
 use crate::db::Database;
 use crate::graphql::LecternSchema;
 use crate::graphql::auth::SessionCheck;
+use crate::graphql::error::ErrorCode;
 use crate::graphql::health::Health;
 
 /// Largest request body accepted. A chat input is at most 4,000 + 10,000 characters, which
@@ -55,13 +59,15 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    let graphiql = !state.settings.is_production();
+    // GraphiQL needs introspection, so the one setting governs both.
+    let graphiql = state.settings.introspection;
+    let production = state.settings.is_production();
     let cors = cors_layer(&state.settings);
     let mut graphql = axum::routing::post(graphql_handler);
     if graphiql {
         graphql = graphql.get(graphiql_page);
     }
-    Router::new()
+    let router = Router::new()
         .route("/graphql", graphql)
         .route("/graphql/ws", get(graphql_ws))
         .route("/healthz", get(|| async { "ok" }))
@@ -85,18 +91,82 @@ pub fn router(state: AppState) -> Router {
                 )
             }),
         )
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid));
+    with_security_headers(router, graphiql, production)
+}
+
+/// Headers that keep browsers from sniffing, framing or leaking referrers; HSTS in
+/// production (served over HTTPS behind a proxy); a closed CSP unless GraphiQL (which
+/// loads its scripts) is served.
+fn with_security_headers(router: Router, graphiql: bool, production: bool) -> Router {
+    let optional = |on: bool, value: &'static str| on.then(|| HeaderValue::from_static(value));
+    router
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::STRICT_TRANSPORT_SECURITY,
+            optional(production, "max-age=31536000; includeSubDomains"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            optional(!graphiql, "default-src 'none'; frame-ancestors 'none'"),
+        ))
 }
 
 /// Longest `User-Agent` recorded on a session.
 const MAX_USER_AGENT_CHARS: usize = 512;
 
+/// A request error in the GraphQL response shape, so clients parse one format.
+fn request_error(status: StatusCode, message: String) -> Response {
+    let body = serde_json::json!({
+        "data": null,
+        "errors": [{ "message": message, "extensions": { "code": ErrorCode::BadUserInput.as_str() } }],
+    });
+    (status, Json(body)).into_response()
+}
+
 async fn graphql_handler(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    request: GraphQLRequest,
-) -> GraphQLResponse {
+    request: Result<GraphQLRequest, GraphQLRejection>,
+) -> Response {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !content_type.starts_with("application/json") {
+        return request_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send GraphQL requests as application/json".into(),
+        );
+    }
+    let request = match request {
+        Ok(request) => request,
+        Err(rejection) => {
+            let why = match rejection.0 {
+                ParseRequestError::UnsupportedBatch => {
+                    "batched requests are not accepted; send one operation per request".to_owned()
+                }
+                ParseRequestError::InvalidRequest(e) => {
+                    format!("the body is not a GraphQL request: {e}")
+                }
+                ParseRequestError::PayloadTooLarge => "the request body is too large".to_owned(),
+                other => format!("the request could not be read: {other}"),
+            };
+            return request_error(StatusCode::BAD_REQUEST, why);
+        }
+    };
     let viewer = Viewer::from_headers(&headers, &state.auth.keys, state.better_auth.as_ref());
     let client = ClientInfo {
         ip: Some(peer.ip()),
@@ -110,7 +180,16 @@ async fn graphql_handler(
         .data(viewer)
         .data(client)
         .data(SessionCheck::default());
-    state.schema.execute(request).await.into()
+    let mut response = state.schema.execute(request).await;
+    // Every error our resolvers raise has a code; the ones without are async-graphql's
+    // parse, validation and limit errors: all the client's to fix.
+    for error in &mut response.errors {
+        let extensions = error.extensions.get_or_insert_with(Default::default);
+        if extensions.get("code").is_none() {
+            extensions.set("code", ErrorCode::BadUserInput.as_str());
+        }
+    }
+    GraphQLResponse::from(response).into_response()
 }
 
 async fn graphiql_page() -> Html<String> {

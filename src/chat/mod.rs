@@ -28,6 +28,16 @@ const HISTORY_MESSAGES: u64 = 6;
 /// Characters of a passage shown as a source's snippet.
 const SNIPPET_CHARS: usize = 300;
 
+const FORBIDDEN_CONTROL: &str =
+    "{field} must not contain control characters other than tab and line breaks";
+
+/// NUL and other control characters cannot be stored (PostgreSQL refuses NUL in text)
+/// and mean nothing in a question; tabs and line breaks are fine.
+fn has_forbidden_control(text: &str) -> bool {
+    text.chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+}
+
 /// A question as the reader sent it, checked.
 #[derive(Debug, Clone)]
 pub struct ChatRequest {
@@ -52,6 +62,9 @@ impl ChatRequest {
         let selected_text = selected_text
             .map(|s| s.trim().to_owned())
             .filter(|s| !s.is_empty());
+        if selected_text.as_deref().is_some_and(has_forbidden_control) {
+            return Err(FORBIDDEN_CONTROL.replace("{field}", "selectedText"));
+        }
         if selected_text
             .as_ref()
             .is_some_and(|s| s.chars().count() > SELECTED_TEXT_MAX_CHARS)

@@ -93,6 +93,7 @@ pub struct AuthMutation;
 #[Object]
 impl AuthMutation {
     /// Creates an account and signs it in.
+    #[graphql(complexity = "super::EXPENSIVE + child_complexity")]
     async fn register(
         &self,
         ctx: &Context<'_>,
@@ -110,6 +111,7 @@ impl AuthMutation {
     }
 
     /// Signs in with email and password.
+    #[graphql(complexity = "super::EXPENSIVE + child_complexity")]
     async fn login(
         &self,
         ctx: &Context<'_>,

@@ -150,6 +150,7 @@ pub struct ChatMutation;
 impl ChatMutation {
     /// Answers a question from the book, with sources. Signed-in readers' turns are kept
     /// in their history (a new conversation unless `conversationId` is given).
+    #[graphql(complexity = "super::EXPENSIVE + child_complexity")]
     async fn chat(
         &self,
         ctx: &Context<'_>,
@@ -185,6 +186,7 @@ impl ChatSubscription {
     /// The same turn as `chat`, streamed: `ChatSources`, then `ChatDelta`s, then
     /// `ChatCompleted`. If the client goes away mid-answer, the answer is still finished
     /// and stored.
+    #[graphql(complexity = "super::EXPENSIVE + child_complexity")]
     async fn chat_stream(
         &self,
         ctx: &Context<'_>,

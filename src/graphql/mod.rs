@@ -23,6 +23,9 @@ pub const MAX_DEPTH: usize = 12;
 /// Largest query cost accepted, where list fields cost their page size times their
 /// children.
 pub const MAX_COMPLEXITY: usize = 2_000;
+/// What one expensive field (a chat turn, a password hash) costs against
+/// [`MAX_COMPLEXITY`]: at most three of them fit in one request, however many aliases.
+pub const EXPENSIVE: usize = 600;
 
 #[derive(MergedObject, Default)]
 pub struct Query(auth::AuthQuery, history::HistoryQuery, health::HealthQuery);
@@ -54,7 +57,7 @@ pub fn build_schema(
     chat: Arc<ChatService>,
 ) -> LecternSchema {
     let mut builder = builder().data(db).data(auth).data(chat);
-    if settings.is_production() {
+    if !settings.introspection {
         builder = builder.disable_introspection();
     }
     builder.data(settings).finish()

@@ -7,4 +7,5 @@ mod fake_llm;
 mod foundation;
 mod helpers;
 mod history;
+mod hostile;
 mod pg;
