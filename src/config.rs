@@ -55,6 +55,10 @@ pub struct DatabaseSettings {
     pub url: Secret,
     /// Upper bound of pooled connections; requests beyond it wait up to the acquire timeout.
     pub max_connections: u32,
+    /// Upper bound of one request's database work (waiting for a connection included).
+    /// Past it the request answers `DATABASE_UNAVAILABLE` instead of hanging on a slow
+    /// database.
+    pub timeout: std::time::Duration,
 }
 
 impl DatabaseSettings {
@@ -72,6 +76,7 @@ impl fmt::Debug for DatabaseSettings {
         f.debug_struct("DatabaseSettings")
             .field("backend", &self.backend())
             .field("max_connections", &self.max_connections)
+            .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
 }
@@ -186,6 +191,13 @@ impl Settings {
                 1..=1000,
                 "an integer from 1 to 1000",
             )?,
+            timeout: std::time::Duration::from_millis(u64::from(parse_number(
+                "DATABASE_TIMEOUT_MS",
+                get("DATABASE_TIMEOUT_MS"),
+                5_000,
+                50..=120_000,
+                "milliseconds from 50 to 120000",
+            )?)),
         };
         let bind_addr = match get("BIND_ADDR") {
             None => SocketAddr::from(([127, 0, 0, 1], 8000)),

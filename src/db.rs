@@ -8,18 +8,21 @@
 //! connection-level failures back with [`Database::observe`] so an outage is known after
 //! the first failed query instead of at the next probe.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectOptions, DatabaseConnection, DbErr, RuntimeErr};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{DatabaseKind, DatabaseSettings};
 
-/// How long a request may wait for a pooled connection before giving up.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Database operations allowed to wait for a pooled connection, per connection. Past
+/// `max_connections × this`, requests are refused at once (load shedding) instead of
+/// queueing without bound behind a slow or saturated database.
+const PENDING_PER_CONNECTION: u32 = 16;
 /// How long opening one connection (TCP + TLS + auth) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Pooled connections idle longer than this are pinged before use.
@@ -59,6 +62,22 @@ struct Inner {
     state: watch::Sender<Availability>,
     /// Wakes the supervisor early when a request saw the connection fail.
     wake: Notify,
+    /// Bounds the database operations in flight (running or waiting for a connection).
+    in_flight: Semaphore,
+    /// Bounds one operation, the wait for a connection included.
+    timeout: Duration,
+}
+
+/// Why [`Database::run`] did not get an answer from the database.
+#[derive(Debug)]
+pub enum RunError<E> {
+    /// Known to be down, or the operation lost its connection: fail fast.
+    Unavailable,
+    /// Too many operations already waiting, or this one outlived the timeout: the
+    /// database is up but cannot keep pace right now.
+    Busy,
+    /// The database answered with an error that is not about availability.
+    Failed(E),
 }
 
 /// The guard's answer when the database is known to be unavailable.
@@ -73,7 +92,7 @@ impl Database {
         options
             .max_connections(settings.max_connections)
             .min_connections(0)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .acquire_timeout(settings.timeout)
             .connect_timeout(CONNECT_TIMEOUT)
             .idle_timeout(Duration::from_secs(300))
             // A ping before every checkout would double the round trips of every request,
@@ -91,6 +110,10 @@ impl Database {
                 kind: settings.backend(),
                 state,
                 wake: Notify::new(),
+                in_flight: Semaphore::new(
+                    (settings.max_connections * PENDING_PER_CONNECTION) as usize,
+                ),
+                timeout: settings.timeout,
             }),
         })
     }
@@ -104,8 +127,94 @@ impl Database {
         }
     }
 
+    /// Runs one unit of database work for a request through the guard, with the bounds
+    /// every request gets: refused at once while the database is known to be down or when
+    /// too many operations are already pending, and cut off after the database timeout (a
+    /// transaction cut off this way is rolled back, never half-applied). Failures that
+    /// mean the database is gone mark it down.
+    pub async fn run<T, E, F, Fut>(&self, op: F) -> Result<T, RunError<E>>
+    where
+        F: FnOnce(DatabaseConnection) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: AsDbErr,
+    {
+        self.run_inner(op, true).await
+    }
+
+    /// [`Database::run`] without the in-flight bound and the timeout, for work whose own
+    /// cost dwarfs its queries and is bounded elsewhere: password hashing in `register`
+    /// and `login` has its own concurrency limit.
+    pub async fn run_unbounded<T, E, F, Fut>(&self, op: F) -> Result<T, RunError<E>>
+    where
+        F: FnOnce(DatabaseConnection) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: AsDbErr,
+    {
+        self.run_inner(op, false).await
+    }
+
+    async fn run_inner<T, E, F, Fut>(&self, op: F, bounded: bool) -> Result<T, RunError<E>>
+    where
+        F: FnOnce(DatabaseConnection) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: AsDbErr,
+    {
+        let conn = self.guard().map_err(|_| RunError::Unavailable)?.clone();
+        let _permit = if bounded {
+            let Ok(permit) = self.inner.in_flight.try_acquire() else {
+                metrics::counter!("lectern_database_shed_total", "reason" => "pending")
+                    .increment(1);
+                return Err(RunError::Busy);
+            };
+            Some(permit)
+        } else {
+            None
+        };
+        let outcome = if bounded {
+            tokio::time::timeout(self.inner.timeout, op(conn)).await
+        } else {
+            Ok(op(conn).await)
+        };
+        match outcome {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => match e.as_db_err() {
+                Some(db_err) if self.observe(db_err) => Err(RunError::Unavailable),
+                Some(db_err) if is_pool_timeout(db_err) => {
+                    metrics::counter!("lectern_database_shed_total", "reason" => "timeout")
+                        .increment(1);
+                    self.inner.wake.notify_one();
+                    Err(RunError::Busy)
+                }
+                _ => Err(RunError::Failed(e)),
+            },
+            Err(_elapsed) => {
+                metrics::counter!("lectern_database_shed_total", "reason" => "timeout")
+                    .increment(1);
+                // Let the supervisor find out whether it is slowness or an outage.
+                self.inner.wake.notify_one();
+                Err(RunError::Busy)
+            }
+        }
+    }
+
+    /// Pool size and idle connections, for `/metrics`.
+    pub fn pool_usage(&self) -> (u32, usize) {
+        let conn = &self.inner.conn;
+        match self.inner.kind {
+            DatabaseKind::Postgres => {
+                let pool = conn.get_postgres_connection_pool();
+                (pool.size(), pool.num_idle())
+            }
+            DatabaseKind::Sqlite => {
+                let pool = conn.get_sqlite_connection_pool();
+                (pool.size(), pool.num_idle())
+            }
+        }
+    }
+
     /// Looks at a failed query: when the failure means the database is gone, marks it
-    /// down and wakes the supervisor. Returns whether it was such a failure.
+    /// down and wakes the supervisor. Returns whether it was such a failure. A pool
+    /// timeout is not one: it means busy, and the supervisor's probe decides.
     pub fn observe(&self, err: &DbErr) -> bool {
         if !is_connection_error(err) {
             return false;
@@ -214,19 +323,39 @@ pub async fn run_migrations(conn: &DatabaseConnection) -> Result<(), DbErr> {
     Ok(())
 }
 
+/// Errors that may carry a [`DbErr`], so [`Database::run`] can classify them.
+pub trait AsDbErr {
+    fn as_db_err(&self) -> Option<&DbErr>;
+}
+
+impl AsDbErr for DbErr {
+    fn as_db_err(&self) -> Option<&DbErr> {
+        Some(self)
+    }
+}
+
+/// Every pooled connection was busy for the whole acquire timeout.
+fn is_pool_timeout(err: &DbErr) -> bool {
+    match err {
+        DbErr::ConnectionAcquire(sea_orm::ConnAcquireErr::Timeout) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            matches!(e.as_ref(), sea_orm::sqlx::Error::PoolTimedOut)
+        }
+        _ => false,
+    }
+}
+
 /// Whether an error means "the database cannot be reached" rather than "this query failed".
 fn is_connection_error(err: &DbErr) -> bool {
+    if is_pool_timeout(err) {
+        return false;
+    }
     match err {
         DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
         DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
             use sea_orm::sqlx::Error as E;
             match e.as_ref() {
-                E::Io(_)
-                | E::Tls(_)
-                | E::Protocol(_)
-                | E::PoolTimedOut
-                | E::PoolClosed
-                | E::WorkerCrashed => true,
+                E::Io(_) | E::Tls(_) | E::Protocol(_) | E::PoolClosed | E::WorkerCrashed => true,
                 // SQLSTATE class 08 (connection exception) and 57P0x (server shutting
                 // down, crashed, or not accepting connections yet).
                 E::Database(db) => db

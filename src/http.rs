@@ -72,6 +72,7 @@ pub fn router(state: AppState) -> Router {
         .route("/graphql/ws", get(graphql_ws))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(state)
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(cors)
@@ -121,6 +122,18 @@ fn with_security_headers(router: Router, graphiql: bool, production: bool) -> Ro
             header::CONTENT_SECURITY_POLICY,
             optional(!graphiql, "default-src 'none'; frame-ancestors 'none'"),
         ))
+}
+
+/// Prometheus text exposition. Aggregates only: no user, id or content in any label.
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        crate::metering::render(&state.db),
+    )
+        .into_response()
 }
 
 /// Longest `User-Agent` recorded on a session.

@@ -9,7 +9,7 @@
 //! 4. [`auth`]: accounts, passwords, tokens, and the viewer of a request;
 //!    [`entities`] the tables they live in; [`history`] conversations and messages.
 //! 5. [`retrieval`] finds passages, [`llm`] writes answers, [`chat`] runs one turn.
-//! 6. [`http`]: routes and middleware around the schema.
+//! 6. [`http`]: routes and middleware around the schema; [`metering`] what `/metrics` shows.
 //! 7. [`Application`] below ties them together; `main.rs` and every test call
 //!    [`Application::build`].
 
@@ -22,6 +22,7 @@ pub mod graphql;
 pub mod history;
 pub mod http;
 pub mod llm;
+pub mod metering;
 pub mod retrieval;
 pub mod telemetry;
 
@@ -96,6 +97,7 @@ impl Application {
                 format!("cannot create DATA_DIR {}", settings.data_dir.display())
             })?;
         }
+        metering::handle();
         let db = Database::connect_lazy(&settings.database)
             .await
             .context("DATABASE_URL cannot be used")?;

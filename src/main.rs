@@ -137,9 +137,20 @@ async fn migrate(settings: Settings) -> anyhow::Result<()> {
         std::fs::create_dir_all(&app_settings.data_dir)?;
     }
     let db = lectern::db::Database::connect_lazy(&settings.database).await?;
+    // Reach the database first, so "it is not there" and "it went away while migrating"
+    // get different messages. Each migration runs in its own transaction on PostgreSQL,
+    // so an interrupted run leaves the schema at the last completed migration.
+    db.connection().ping().await.map_err(|e| {
+        anyhow::anyhow!("cannot reach the database at DATABASE_URL ({e}); nothing was changed")
+    })?;
     lectern::db::run_migrations(db.connection())
         .await
-        .map_err(|e| anyhow::anyhow!("migrations could not be applied: {e}"))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "migrations stopped ({e}); the schema is at the last completed migration, \
+                 run `lectern migrate` again once the database is reachable"
+            )
+        })?;
     tracing::info!("database is up to date");
     Ok(())
 }

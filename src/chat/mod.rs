@@ -10,10 +10,9 @@
 
 use std::sync::Arc;
 
-use sea_orm::DatabaseConnection;
 use tokio::sync::mpsc;
 
-use crate::db::Database;
+use crate::db::{Database, RunError};
 use crate::entities::conversation;
 use crate::history::{self, HistoryError, NewTurn};
 use crate::llm::{Generator, PromptInput};
@@ -192,23 +191,22 @@ impl ChatService {
         let mut earlier: Vec<(String, String)> = Vec::new();
         if let (Asker::Reader(user_id), Some(conversation_id)) = (&asker, &request.conversation_id)
         {
-            match db.guard() {
-                Ok(conn) => {
-                    match history::last_messages(conn, user_id, conversation_id, HISTORY_MESSAGES)
-                        .await
-                    {
-                        Ok(messages) => {
-                            earlier = messages.into_iter().map(|m| (m.role, m.content)).collect()
-                        }
-                        Err(HistoryError::NotFound) => return Err(ChatError::NotFound),
-                        Err(HistoryError::Database(e)) => {
-                            db.observe(&e);
-                            tracing::warn!(error = %e, "could not load the conversation; answering without it");
-                            history_unavailable = true;
-                        }
-                    }
+            let loaded = db
+                .run(|conn| async move {
+                    history::last_messages(&conn, user_id, conversation_id, HISTORY_MESSAGES).await
+                })
+                .await;
+            match loaded {
+                Ok(messages) => {
+                    earlier = messages.into_iter().map(|m| (m.role, m.content)).collect()
                 }
-                Err(_) => history_unavailable = true,
+                Err(RunError::Failed(HistoryError::NotFound)) => return Err(ChatError::NotFound),
+                Err(failure) => {
+                    if let RunError::Failed(HistoryError::Database(e)) = &failure {
+                        tracing::warn!(error = %e, "could not load the conversation; answering without it");
+                    }
+                    history_unavailable = true;
+                }
             }
         }
 
@@ -216,6 +214,7 @@ impl ChatService {
             Some(selected) => format!("{}\n{}", request.message, selected),
             None => request.message.clone(),
         };
+        let started = std::time::Instant::now();
         let passages =
             self.retriever
                 .search(&query, PASSAGES)
@@ -224,6 +223,7 @@ impl ChatService {
                     tracing::error!(error = %e, "retrieval failed");
                     ChatError::RetrievalUnavailable
                 })?;
+        metrics::histogram!("lectern_retrieval_duration_seconds").record(started.elapsed());
         let sources: Vec<SourceRef> = passages.iter().map(SourceRef::from).collect();
         send(ChatEvent::Sources(sources.clone()));
 
@@ -233,10 +233,13 @@ impl ChatService {
             passages: &passages,
             history: &earlier,
         };
+        let started = std::time::Instant::now();
         let (answer, kind) = self
             .generator
             .answer(&input, |delta| send(ChatEvent::Delta(delta.to_owned())))
             .await;
+        metrics::histogram!("lectern_answer_duration_seconds", "kind" => kind.label())
+            .record(started.elapsed());
         tracing::info!(answer = ?kind, passages = passages.len(), "answer written");
 
         let stored = match asker {
@@ -265,15 +268,17 @@ impl ChatService {
         conversation_id: Option<&str>,
         turn: NewTurn,
     ) -> Stored {
-        let Ok(conn) = db.guard() else {
-            return Stored::DatabaseUnavailable;
-        };
-        let conn: &DatabaseConnection = conn;
-        match history::record_turn(conn, user_id, conversation_id, turn, self.history_limit).await {
+        let limit = self.history_limit;
+        let recorded = db
+            .run(|conn| async move {
+                history::record_turn(&conn, user_id, conversation_id, turn, limit).await
+            })
+            .await;
+        match recorded {
             Ok(recorded) => Stored::Kept(recorded.conversation),
-            Err(HistoryError::NotFound) => Stored::ConversationGone,
-            Err(HistoryError::Database(e)) if db.observe(&e) => Stored::DatabaseUnavailable,
-            Err(HistoryError::Database(e)) => {
+            Err(RunError::Failed(HistoryError::NotFound)) => Stored::ConversationGone,
+            Err(RunError::Unavailable | RunError::Busy) => Stored::DatabaseUnavailable,
+            Err(RunError::Failed(HistoryError::Database(e))) => {
                 tracing::error!(error = %e, "could not store the turn");
                 Stored::Failed
             }

@@ -5,7 +5,7 @@ use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
 use super::error::ApiError;
-use super::guard::with_database;
+use super::guard::{with_database, with_database_unbounded};
 use crate::auth::viewer::Viewer;
 use crate::auth::{self, AuthService, ClientInfo, Issued, SessionRef};
 use crate::entities::user;
@@ -101,7 +101,7 @@ impl AuthMutation {
     ) -> async_graphql::Result<AuthPayload> {
         let service = service(ctx)?.clone();
         let client = client_info(ctx);
-        let issued = with_database(ctx, |conn| async move {
+        let issued = with_database_unbounded(ctx, |conn| async move {
             service
                 .register(&conn, &input.email, &input.password, &input.name, client)
                 .await
@@ -119,7 +119,7 @@ impl AuthMutation {
     ) -> async_graphql::Result<AuthPayload> {
         let service = service(ctx)?.clone();
         let client = client_info(ctx);
-        let issued = with_database(ctx, |conn| async move {
+        let issued = with_database_unbounded(ctx, |conn| async move {
             service
                 .login(&conn, &input.email, &input.password, client)
                 .await

@@ -65,6 +65,9 @@ pub enum ApiError {
     Internal(&'static str),
     /// `DATABASE_UNAVAILABLE`: the guard refused, or the query lost its connection.
     DatabaseUnavailable,
+    /// `DATABASE_UNAVAILABLE` with `extensions.reason = "busy"` and `retryAfter`: the
+    /// database is up but too slow or too loaded; the request was shed rather than queued.
+    DatabaseBusy,
     /// `INTERNAL_SERVER_ERROR`: a database failure that is not an outage (a bug, a
     /// constraint we did not expect). Logged with its detail, sent without it.
     Database(DbErr),
@@ -80,7 +83,7 @@ impl ApiError {
             Self::NotFound => ErrorCode::NotFound,
             Self::UpstreamUnavailable => ErrorCode::UpstreamUnavailable,
             Self::RateLimited(_) => ErrorCode::RateLimited,
-            Self::DatabaseUnavailable => ErrorCode::DatabaseUnavailable,
+            Self::DatabaseUnavailable | Self::DatabaseBusy => ErrorCode::DatabaseUnavailable,
             Self::Database(_) | Self::Internal(_) => ErrorCode::InternalServerError,
         }
     }
@@ -102,6 +105,9 @@ impl ApiError {
             }
             Self::DatabaseUnavailable => {
                 "the database is unavailable right now; try again shortly".into()
+            }
+            Self::DatabaseBusy => {
+                "the database is too busy to answer right now; try again shortly".into()
             }
             Self::Database(_) | Self::Internal(_) => "internal server error".into(),
         }
@@ -145,12 +151,17 @@ impl From<ApiError> for async_graphql::Error {
         let code = err.code();
         let retry_after = match &err {
             ApiError::RateLimited(wait) => Some(retry_after_secs(*wait)),
+            ApiError::DatabaseBusy => Some(1),
             _ => None,
         };
+        let busy = matches!(err, ApiError::DatabaseBusy);
         async_graphql::Error::new(err.message()).extend_with(|_, ext| {
             ext.set("code", code.as_str());
             if let Some(secs) = retry_after {
                 ext.set("retryAfter", secs);
+            }
+            if busy {
+                ext.set("reason", "busy");
             }
         })
     }

@@ -12,7 +12,7 @@ use async_graphql::Context;
 use sea_orm::{DatabaseConnection, DbErr};
 
 use super::error::ApiError;
-use crate::db::Database;
+use crate::db::{AsDbErr, Database, RunError};
 
 /// Runs `op` with a connection if the database is available, classifying its failure.
 ///
@@ -26,8 +26,42 @@ where
     E: Into<ApiError>,
 {
     let db = database(ctx)?;
-    let conn = db.guard()?.clone();
-    op(conn).await.map_err(|e| classify(db, e.into()))
+    let outcome = db
+        .run(|conn| async move { op(conn).await.map_err(Into::into) })
+        .await;
+    outcome.map_err(into_api_error)
+}
+
+/// [`with_database`] without the in-flight bound and timeout, for `register` and `login`
+/// whose password hashing has its own concurrency limit.
+pub async fn with_database_unbounded<T, E, F, Fut>(ctx: &Context<'_>, op: F) -> Result<T, ApiError>
+where
+    F: FnOnce(DatabaseConnection) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: Into<ApiError>,
+{
+    let db = database(ctx)?;
+    let outcome = db
+        .run_unbounded(|conn| async move { op(conn).await.map_err(Into::into) })
+        .await;
+    outcome.map_err(into_api_error)
+}
+
+fn into_api_error(err: RunError<ApiError>) -> ApiError {
+    match err {
+        RunError::Unavailable => ApiError::DatabaseUnavailable,
+        RunError::Busy => ApiError::DatabaseBusy,
+        RunError::Failed(e) => e,
+    }
+}
+
+impl AsDbErr for ApiError {
+    fn as_db_err(&self) -> Option<&DbErr> {
+        match self {
+            ApiError::Database(e) => Some(e),
+            _ => None,
+        }
+    }
 }
 
 /// The shared [`Database`] handle from schema data.
@@ -36,13 +70,6 @@ pub fn database<'a>(ctx: &Context<'a>) -> Result<&'a Database, ApiError> {
         tracing::error!("schema built without a Database in its data");
         ApiError::DatabaseUnavailable
     })
-}
-
-fn classify(db: &Database, err: ApiError) -> ApiError {
-    match err {
-        ApiError::Database(cause) if db.observe(&cause) => ApiError::DatabaseUnavailable,
-        other => other,
-    }
 }
 
 impl From<DbErr> for ApiError {

@@ -40,6 +40,15 @@ pub enum HistoryError {
     Database(DbErr),
 }
 
+impl crate::db::AsDbErr for HistoryError {
+    fn as_db_err(&self) -> Option<&DbErr> {
+        match self {
+            Self::Database(e) => Some(e),
+            Self::NotFound => None,
+        }
+    }
+}
+
 impl From<DbErr> for HistoryError {
     fn from(err: DbErr) -> Self {
         Self::Database(err)

@@ -91,6 +91,17 @@ pub enum AnswerKind {
     Fallback,
 }
 
+impl AnswerKind {
+    /// The metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Model => "model",
+            Self::Extractive => "extractive",
+            Self::Fallback => "fallback",
+        }
+    }
+}
+
 impl Generator {
     pub fn new(model: Option<ChatModel>) -> Self {
         Self {

@@ -9,3 +9,5 @@ mod helpers;
 mod history;
 mod hostile;
 mod pg;
+mod proxy;
+mod reliability;
