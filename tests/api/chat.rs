@@ -353,7 +353,7 @@ async fn a_model_that_stalls_is_timed_out_and_replaced_by_the_extract() {
 
 /// A graphql-transport-ws client: connects, sends `connection_init` (with a token when
 /// given), subscribes to `chatStream`, and returns the socket.
-async fn subscribe(
+pub(crate) async fn subscribe(
     app: &TestApp,
     token: Option<&str>,
     input: Value,
@@ -393,7 +393,7 @@ async fn subscribe(
     socket
 }
 
-async fn next_json(
+pub(crate) async fn next_json(
     socket: &mut tokio_tungstenite::WebSocketStream<
         tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
     >,

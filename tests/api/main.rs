@@ -11,3 +11,4 @@ mod hostile;
 mod pg;
 mod proxy;
 mod reliability;
+mod security;
