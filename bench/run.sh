@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# One command for every figure in docs/benchmarks.md:
+#
+#   bench/run.sh [scenario…]      (default: history saturation login chat down)
+#
+# Starts its own PostgreSQL cluster under $BENCH_DIR (kept between runs, so the 10k-reader
+# dataset is seeded once), starts the release server against it, seeds, runs each goose
+# scenario and prints its table plus the server's peak RSS. Everything shares this machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BENCH_DIR=${BENCH_DIR:-/var/tmp/lectern-bench}
+PG_PORT=${PG_PORT:-55432}
+PORT=${PORT:-8088}
+READERS=${BENCH_READERS:-10000}
+export BENCH_READERS=$READERS
+export JWT_SECRET=${JWT_SECRET:-bench-secret-bench-secret-bench-secret-0123}
+export LECTERN_URL="http://127.0.0.1:$PORT"
+TARGET=${CARGO_TARGET_DIR:-target}
+scenarios=("$@")
+[ ${#scenarios[@]} -eq 0 ] && scenarios=(history saturation login chat down)
+
+cargo build --release -q -p lectern -p lectern-bench
+
+bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+[ -x "$bindir/initdb" ] || bindir=$(pg_config --bindir)
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+mkdir -p "$BENCH_DIR"
+[ "$(id -u)" = 0 ] && chown postgres "$BENCH_DIR"
+pgdata="$BENCH_DIR/pg"
+if [ ! -d "$pgdata" ]; then
+  as_pg "$bindir/initdb" -D "$pgdata" -A trust -U postgres -E UTF8 >/dev/null
+fi
+pg_start() {
+  as_pg "$bindir/pg_ctl" -D "$pgdata" -l "$BENCH_DIR/pg.log" -w start \
+    -o "-p $PG_PORT -k $BENCH_DIR -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=1GB" >/dev/null
+}
+pg_stop() { as_pg "$bindir/pg_ctl" -D "$pgdata" -m fast -w stop >/dev/null; }
+pg_running() { as_pg "$bindir/pg_ctl" -D "$pgdata" status >/dev/null 2>&1; }
+pg_running || pg_start
+psql() { "$bindir/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -X -q "$@"; }
+psql -d postgres -tc "SELECT 1 FROM pg_database WHERE datname = 'lectern'" | grep -q 1 \
+  || psql -d postgres -c "CREATE DATABASE lectern"
+
+# A corpus of well over 1,000 chunks for the chat scenario, made once from the bundled docs.
+corpus="$BENCH_DIR/corpus"
+if [ ! -d "$corpus" ]; then
+  mkdir -p "$corpus"
+  for i in $(seq 1 120); do
+    for f in docs/*.md; do
+      { echo "# $(basename "$f" .md) volume $i"; sed '1{/^#/d}' "$f"; } > "$corpus/$(basename "$f" .md)-$i.md"
+    done
+  done
+fi
+
+server_pid=
+stop_server() { [ -n "$server_pid" ] && kill -TERM "$server_pid" 2>/dev/null && wait "$server_pid" || true; server_pid=; }
+trap stop_server EXIT
+DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/lectern" \
+DATABASE_MAX_CONNECTIONS=${DATABASE_MAX_CONNECTIONS:-20} \
+BIND_ADDR="127.0.0.1:$PORT" DATA_DIR="$BENCH_DIR/data" CORPUS_DIR="$corpus" \
+AUTH_RATE_LIMIT_PER_IP=0 AUTH_RATE_LIMIT_PER_EMAIL=0 RUST_LOG=warn \
+  "$TARGET/release/lectern" serve 2> "$BENCH_DIR/server.log" &
+server_pid=$!
+for _ in $(seq 1 600); do
+  curl -fs "$LECTERN_URL/readyz" | grep -q '"database":"up"' && break
+  sleep 0.5
+done
+echo "server up: $(grep -c . "$BENCH_DIR/server.log" || true) log lines; corpus: $(ls "$corpus" | wc -l) files"
+
+# Seed once: a template reader registered through GraphQL gives every seeded reader a
+# real argon2id hash of the benchmark password.
+readers=$(psql -d lectern -tAc "SELECT count(*) FROM \"user\" WHERE email LIKE 'reader%@bench.lectern'")
+if [ "$readers" -lt "$READERS" ]; then
+  curl -fs "$LECTERN_URL/graphql" -H 'content-type: application/json' \
+    -d '{"query":"mutation { register(input: {email: \"template@bench.lectern\", password: \"bench-password-1\", name: \"Template\"}) { user { id } } }"}' >/dev/null || true
+  started=$(date +%s.%N)
+  psql -d lectern -v users="$READERS" -f bench/seed.sql
+  echo "seeded $READERS readers x 50 conversations x 4 messages in $(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}') s"
+fi
+
+peak_rss() { awk '/VmHWM/ {printf "%.0f MiB", $2/1024}' "/proc/$server_pid/status"; }
+for scenario in "${scenarios[@]}"; do
+  if [ "$scenario" = down ]; then pg_stop; sleep 3; fi
+  "$TARGET/release/lectern-bench" "$scenario"
+  echo "server peak RSS so far: $(peak_rss)"
+  if [ "$scenario" = down ]; then pg_start; fi
+done

@@ -1,0 +1,335 @@
+//! Load scenarios for a running Lectern server, driven by goose.
+//!
+//! `bench/run.sh` starts PostgreSQL and the release server, seeds the data and calls this
+//! binary once per scenario:
+//!
+//! ```text
+//! lectern-bench history|saturation|login|chat|down
+//! ```
+//!
+//! Settings come from the environment: `LECTERN_URL` (default `http://127.0.0.1:8088`),
+//! `JWT_SECRET` (the server's, to mint access tokens for the seeded sessions),
+//! `BENCH_READERS` (seeded readers, default 10000), `BENCH_SECONDS` (run time, default 30).
+//!
+//! Each scenario prints one Markdown table row per request kind: requests, requests/s,
+//! p50/p95/p99 and unexpected errors. A GraphQL error counts as unexpected unless the
+//! scenario expects it (`DATABASE_UNAVAILABLE` while the database is down).
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use goose::config::GooseConfiguration;
+use goose::metrics::GooseRequestMetricTimingData;
+use goose::prelude::*;
+use rand::Rng;
+use serde_json::{Value, json};
+
+use lectern::auth::tokens::TokenKeys;
+use lectern::config::Secret;
+
+const PASSWORD: &str = "bench-password-1";
+
+struct Settings {
+    readers: usize,
+    tokens: Vec<String>,
+    expect_outage: bool,
+}
+
+static SETTINGS: OnceLock<Settings> = OnceLock::new();
+
+fn settings() -> &'static Settings {
+    SETTINGS.get().expect("settings are set before the attack starts")
+}
+
+fn user_id(n: usize) -> String {
+    format!("00000000-0000-7000-8000-{n:012x}")
+}
+
+fn session_id(n: usize) -> String {
+    format!("00000000-0000-7000-8002-{n:012x}")
+}
+
+/// Who a goose user is: one seeded reader and their access token.
+struct Reader {
+    token: String,
+    conversation: Option<String>,
+}
+
+fn random_reader() -> usize {
+    rand::rng().random_range(1..=settings().readers)
+}
+
+/// POSTs one GraphQL request, names it for the metrics, and marks the request failed when
+/// the answer carries an error the scenario does not expect.
+async fn graphql(
+    user: &mut GooseUser,
+    name: &str,
+    token: Option<&str>,
+    body: Value,
+) -> Result<Value, Box<TransactionError>> {
+    let mut builder = user.get_request_builder(&GooseMethod::Post, "/graphql")?;
+    if let Some(token) = token {
+        builder = builder.bearer_auth(token);
+    }
+    let request = GooseRequest::builder()
+        .set_request_builder(builder.json(&body))
+        .name(name)
+        .build();
+    let mut goose = user.request(request).await?;
+    let answer: Value = match goose.response {
+        Ok(response) => response.json().await.unwrap_or(Value::Null),
+        Err(_) => return Ok(Value::Null),
+    };
+    let unexpected = match answer["errors"].as_array() {
+        None => answer.is_null(),
+        Some(errors) => !errors.iter().all(|e| {
+            settings().expect_outage && e["extensions"]["code"] == "DATABASE_UNAVAILABLE"
+        }),
+    };
+    if unexpected {
+        let body = answer.to_string();
+        user.set_failure("GraphQL error", &mut goose.request, None, Some(&body))?;
+    }
+    Ok(answer)
+}
+
+async fn become_reader(user: &mut GooseUser) -> TransactionResult {
+    let n = random_reader();
+    user.set_session_data(Reader {
+        token: settings().tokens[n - 1].clone(),
+        conversation: None,
+    });
+    Ok(())
+}
+
+const LIST: &str = "{ conversations(first: 20) { edges { cursor node { id title updatedAt } } pageInfo { hasNextPage endCursor } } }";
+const OPEN: &str = "query($id: ID!) { conversation(id: $id) { id title messages(first: 20) { edges { node { role content sources { title path } createdAt } } } } }";
+const ME: &str = "{ me { id email name } }";
+
+async fn list_conversations(user: &mut GooseUser) -> TransactionResult {
+    let token = user.get_session_data_unchecked::<Reader>().token.clone();
+    let answer = graphql(user, "conversations(first: 20)", Some(&token), json!({ "query": LIST })).await?;
+    if let Some(edges) = answer["data"]["conversations"]["edges"].as_array()
+        && !edges.is_empty()
+    {
+        let pick = rand::rng().random_range(0..edges.len());
+        let id = edges[pick]["node"]["id"].as_str().map(str::to_owned);
+        user.get_session_data_unchecked_mut::<Reader>().conversation = id;
+    }
+    Ok(())
+}
+
+async fn open_conversation(user: &mut GooseUser) -> TransactionResult {
+    let reader = user.get_session_data_unchecked::<Reader>();
+    let token = reader.token.clone();
+    // Before the first list (or while the database is down) there is no id yet: the
+    // reader opens the conversation seeded first for them.
+    let id = reader.conversation.clone().unwrap_or_else(|| {
+        format!("{:08x}-0001-7000-8003-000000000000", random_reader())
+    });
+    graphql(
+        user,
+        "conversation(id) with messages",
+        Some(&token),
+        json!({ "query": OPEN, "variables": { "id": id } }),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn read_me(user: &mut GooseUser) -> TransactionResult {
+    let token = user.get_session_data_unchecked::<Reader>().token.clone();
+    graphql(user, "me", Some(&token), json!({ "query": ME })).await?;
+    Ok(())
+}
+
+/// Closed loop: a random reader's first page, no think time.
+async fn random_list(user: &mut GooseUser) -> TransactionResult {
+    let token = settings().tokens[random_reader() - 1].clone();
+    graphql(user, "conversations(first: 20)", Some(&token), json!({ "query": LIST })).await?;
+    Ok(())
+}
+
+async fn login(user: &mut GooseUser) -> TransactionResult {
+    let email = format!("reader{}@bench.lectern", random_reader());
+    graphql(
+        user,
+        "login",
+        None,
+        json!({
+            "query": "mutation($i: LoginInput!) { login(input: $i) { accessToken } }",
+            "variables": { "i": { "email": email, "password": PASSWORD } }
+        }),
+    )
+    .await?;
+    Ok(())
+}
+
+const QUESTIONS: [&str; 8] = [
+    "What causes spring tides?",
+    "Why are there two high tides a day?",
+    "How do rip currents form?",
+    "What is a tidal bore?",
+    "How does the Moon pull on the ocean?",
+    "Why is the sea salty?",
+    "What are neap tides?",
+    "How deep is the ocean floor?",
+];
+
+async fn ask(user: &mut GooseUser) -> TransactionResult {
+    let question = QUESTIONS[rand::rng().random_range(0..QUESTIONS.len())];
+    graphql(
+        user,
+        "chat (anonymous)",
+        None,
+        json!({
+            "query": "mutation($q: String!) { chat(input: {message: $q}) { answer sources { title path score } } }",
+            "variables": { "q": question }
+        }),
+    )
+    .await?;
+    Ok(())
+}
+
+fn history_mix(think: (u64, u64)) -> Result<Scenario, GooseError> {
+    Ok(scenario!("HistoryMix")
+        .set_wait_time(
+            Duration::from_millis(think.0),
+            Duration::from_millis(think.1),
+        )?
+        .register_transaction(transaction!(become_reader).set_on_start())
+        .register_transaction(transaction!(list_conversations).set_sequence(1))
+        .register_transaction(transaction!(open_conversation).set_sequence(2))
+        .register_transaction(transaction!(read_me).set_sequence(3)))
+}
+
+fn percentile(data: &GooseRequestMetricTimingData, q: f64) -> usize {
+    let total: usize = data.times.values().sum();
+    let wanted = ((total as f64) * q).ceil() as usize;
+    let mut seen = 0;
+    for (ms, count) in &data.times {
+        seen += count;
+        if seen >= wanted.max(1) {
+            return *ms;
+        }
+    }
+    data.maximum_time
+}
+
+fn print_report(scenario: &str, metrics: &GooseMetrics) {
+    let seconds = metrics.duration.max(1) as f64;
+    println!("\n{scenario}: {} users, {} s", metrics.maximum_users, metrics.duration);
+    println!("| request | requests | req/s | p50 ms | p95 ms | p99 ms | max ms | unexpected errors |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    let mut names: Vec<&String> = metrics.requests.keys().collect();
+    names.sort();
+    for name in names {
+        let aggregate = &metrics.requests[name];
+        let data = &aggregate.raw_data;
+        let requests = aggregate.success_count + aggregate.fail_count;
+        println!(
+            "| {} | {} | {:.0} | {} | {} | {} | {} | {} |",
+            name.trim_start_matches("POST "),
+            requests,
+            requests as f64 / seconds,
+            percentile(data, 0.50),
+            percentile(data, 0.95),
+            percentile(data, 0.99),
+            data.maximum_time,
+            aggregate.fail_count
+        );
+    }
+}
+
+/// One argon2id hash with the server's own parameters, timed: the login ceiling is
+/// cores ÷ this.
+async fn login_ceiling() -> (f64, usize) {
+    let hasher = lectern::auth::password::PasswordHasher::new().expect("argon2 parameters");
+    let mut times = Vec::new();
+    for _ in 0..7 {
+        let started = Instant::now();
+        hasher.hash(PASSWORD).await.expect("a hash");
+        times.push(started.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (times[times.len() / 2], cores)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), GooseError> {
+    let scenario = std::env::args().nth(1).unwrap_or_else(|| "history".into());
+    let env = |k: &str, default: &str| std::env::var(k).unwrap_or_else(|_| default.into());
+    let host = env("LECTERN_URL", "http://127.0.0.1:8088");
+    let seconds: usize = env("BENCH_SECONDS", "30").parse().expect("BENCH_SECONDS");
+    let readers: usize = env("BENCH_READERS", "10000").parse().expect("BENCH_READERS");
+    let secret = std::env::var("JWT_SECRET").expect("JWT_SECRET: the server's secret");
+    let keys = TokenKeys::new(&Secret::new(secret));
+    let tokens = (1..=readers)
+        .map(|n| keys.issue(&user_id(n), &session_id(n)).0)
+        .collect();
+    let expect_outage = scenario == "down";
+    SETTINGS
+        .set(Settings {
+            readers,
+            tokens,
+            expect_outage,
+        })
+        .ok()
+        .expect("set once");
+
+    let think = (1_000, 2_000);
+    let (users, hatch, attack) = match scenario.as_str() {
+        "history" | "down" => (1000, 200, vec![history_mix(think)?]),
+        "saturation" => (
+            1000,
+            500,
+            vec![scenario!("Saturation").register_transaction(transaction!(random_list))],
+        ),
+        "login" => {
+            let (hash, cores) = login_ceiling().await;
+            println!(
+                "\nlogin ceiling: {cores} cores / {:.1} ms per argon2id hash = {:.1} logins/s",
+                hash * 1e3,
+                cores as f64 / hash
+            );
+            (
+                1100,
+                550,
+                vec![
+                    scenario!("LoginStorm")
+                        .set_weight(10)?
+                        .register_transaction(transaction!(login)),
+                    history_mix(think)?.set_weight(1)?,
+                ],
+            )
+        }
+        "chat" => (
+            100,
+            100,
+            vec![
+                scenario!("Chat")
+                    .set_wait_time(Duration::from_millis(think.0), Duration::from_millis(think.1))?
+                    .register_transaction(transaction!(ask)),
+            ],
+        ),
+        other => panic!("unknown scenario {other}: history|saturation|login|chat|down"),
+    };
+
+    let mut goose = GooseAttack::initialize_with_config(GooseConfiguration::default())?;
+    for s in attack {
+        goose = goose.register_scenario(s);
+    }
+    let metrics = goose
+        .set_default(GooseDefault::Host, host.as_str())?
+        .set_default(GooseDefault::Users, users)?
+        .set_default(GooseDefault::HatchRate, hatch.to_string().as_str())?
+        .set_default(GooseDefault::RunTime, seconds)?
+        .set_default(GooseDefault::Quiet, 1)?
+        .set_default(GooseDefault::NoPrintMetrics, true)?
+        .set_default(GooseDefault::Timeout, "10")?
+        .execute()
+        .await?;
+    print_report(&scenario, &metrics);
+    Ok(())
+}
