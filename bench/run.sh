@@ -42,15 +42,22 @@ psql() { "$bindir/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -X -q "$@"; }
 psql -d postgres -tc "SELECT 1 FROM pg_database WHERE datname = 'lectern'" | grep -q 1 \
   || psql -d postgres -c "CREATE DATABASE lectern"
 
-# A corpus of well over 1,000 chunks for the chat scenario, made once from the bundled docs.
+# A corpus of well over 1,000 chunks for the chat scenario, made once from the bundled
+# docs (120 copies of each page under its own title), indexed once with `lectern ingest`.
 corpus="$BENCH_DIR/corpus"
 if [ ! -d "$corpus" ]; then
   mkdir -p "$corpus"
   for i in $(seq 1 120); do
     for f in docs/*.md; do
-      { echo "# $(basename "$f" .md) volume $i"; sed '1{/^#/d}' "$f"; } > "$corpus/$(basename "$f" .md)-$i.md"
+      name=$(basename "$f" .md)
+      { printf -- '---\ntitle: %s, volume %s\n---\n' "$name" "$i"
+        awk 'NR == 1 && /^---$/ {fm = 1; next} fm && /^---$/ {fm = 0; next} !fm' "$f"
+      } > "$corpus/$name-$i.md"
     done
   done
+fi
+if [ ! -d "$BENCH_DIR/data/qdrant" ]; then
+  DATA_DIR="$BENCH_DIR/data" "$TARGET/release/lectern" ingest "$corpus" 2>/dev/null
 fi
 
 server_pid=
@@ -66,7 +73,6 @@ for _ in $(seq 1 600); do
   curl -fs "$LECTERN_URL/readyz" | grep -q '"database":"up"' && break
   sleep 0.5
 done
-echo "server up: $(grep -c . "$BENCH_DIR/server.log" || true) log lines; corpus: $(ls "$corpus" | wc -l) files"
 
 # Seed once: a template reader registered through GraphQL gives every seeded reader a
 # real argon2id hash of the benchmark password.

@@ -22,7 +22,7 @@ use crate::config::{DatabaseKind, DatabaseSettings};
 /// Database operations allowed to wait for a pooled connection, per connection. Past
 /// `max_connections × this`, requests are refused at once (load shedding) instead of
 /// queueing without bound behind a slow or saturated database.
-const PENDING_PER_CONNECTION: u32 = 16;
+const PENDING_PER_CONNECTION: u32 = 64;
 /// How long opening one connection (TCP + TLS + auth) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Pooled connections idle longer than this are pinged before use.

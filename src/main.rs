@@ -33,6 +33,10 @@ enum Command {
     },
 }
 
+/// See Cargo.toml: per-thread heaps instead of glibc's contended arenas.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Schema) = cli.command {

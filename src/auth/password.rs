@@ -84,14 +84,22 @@ impl PasswordHasher {
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, HashError> {
-        // The semaphore is never closed, so acquiring cannot fail.
-        let _permit = self
+        // The semaphore is never closed, so acquiring cannot fail. The permit moves into
+        // the blocking task: if the request is dropped (the client gave up), the hash
+        // already running still holds its permit until it ends, so no more than `cores`
+        // hashes (19 MiB each) ever run at once.
+        let permit = self
             .permits
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|e| HashError::Hash(e.to_string()))?;
         let span = tracing::Span::current();
-        Ok(tokio::task::spawn_blocking(move || span.in_scope(work)).await?)
+        Ok(tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            span.in_scope(work)
+        })
+        .await?)
     }
 }
 
