@@ -188,12 +188,15 @@ async fn graphql_handler(
             .and_then(|v| v.to_str().ok())
             .map(|v| v.chars().take(MAX_USER_AGENT_CHARS).collect()),
     };
-    let request = request
+    let started = std::time::Instant::now();
+    let mut request = request
         .into_inner()
         .data(viewer)
         .data(client)
         .data(SessionCheck::default());
+    let label = crate::metering::operation_label(&mut request);
     let mut response = state.schema.execute(request).await;
+    crate::metering::record_request(label, &response, started.elapsed());
     // Every error our resolvers raise has a code; the ones without are async-graphql's
     // parse, validation and limit errors: all the client's to fix.
     for error in &mut response.errors {

@@ -3,8 +3,10 @@
 //!
 //! What is measured:
 //! - `lectern_graphql_requests_total{operation, outcome}` and
-//!   `lectern_graphql_request_duration_seconds{operation}`: per GraphQL request, labelled
-//!   by its root fields (see [`OperationMetrics`]).
+//!   `lectern_graphql_request_duration_seconds{operation}`: per GraphQL request over HTTP,
+//!   labelled by its root fields (see [`operation_label`]). Recorded by the HTTP handler
+//!   rather than a schema extension: an extension hooks every field resolution, which
+//!   cost 12% of the throughput of a history page (docs/benchmarks.md).
 //! - `lectern_database_up`, `lectern_database_pool_connections{state}`: read at scrape time.
 //! - `lectern_database_shed_total{reason}`: database work refused rather than queued.
 //! - `lectern_retrieval_duration_seconds`, `lectern_answer_duration_seconds{kind}`: the two
@@ -13,15 +15,11 @@
 //! The recorder is process-wide (the `metrics` facade has one global recorder), so every
 //! server in a process, as in the test suite, reports into the same registry.
 
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::OnceLock;
+use std::time::Duration;
 
-use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextPrepareRequest,
-    NextRequest,
-};
 use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, Selection};
-use async_graphql::{Request, Response, ServerResult, Variables};
+use async_graphql::{Request, Response};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::db::{Availability, Database};
@@ -123,90 +121,40 @@ pub fn render(db: &Database) -> String {
     handle.render()
 }
 
-/// Records one GraphQL request: its root fields become the `operation` label (sorted,
-/// joined by `+`, e.g. `conversations+me`), `invalid` when the document did not pass
-/// validation, `multiple` beyond [`MAX_LABELLED_ROOT_FIELDS`].
-pub struct OperationMetrics;
-
-impl ExtensionFactory for OperationMetrics {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(OperationMetricsExtension::default())
-    }
+/// The `operation` label of a GraphQL request: its root fields, sorted and joined by `+`
+/// (e.g. `conversations+me`), `multiple` beyond [`MAX_LABELLED_ROOT_FIELDS`]. The request
+/// is parsed here once and keeps its parsed document, so execution does not parse again.
+/// `None` when the document does not parse.
+pub fn operation_label(request: &mut Request) -> Option<String> {
+    let operation_name = request.operation_name.clone();
+    let document = request.parsed_query().ok()?;
+    root_fields_label(document, operation_name.as_deref())
 }
 
-#[derive(Default)]
-struct OperationMetricsExtension {
-    operation_name: Mutex<Option<String>>,
-    label: Mutex<Option<String>>,
-    validated: Mutex<bool>,
-}
-
-#[async_trait::async_trait]
-impl Extension for OperationMetricsExtension {
-    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
-        let started = Instant::now();
-        let response = next.run(ctx).await;
-        let label = if *lock(&self.validated) {
-            lock(&self.label).take().unwrap_or_else(|| "unknown".into())
-        } else {
-            "invalid".into()
-        };
-        let outcome = if response.errors.is_empty() {
-            "ok"
-        } else {
-            "error"
-        };
-        metrics::counter!(
-            "lectern_graphql_requests_total",
-            "operation" => label.clone(),
-            "outcome" => outcome
-        )
-        .increment(1);
-        metrics::histogram!("lectern_graphql_request_duration_seconds", "operation" => label)
-            .record(started.elapsed());
-        response
-    }
-
-    async fn prepare_request(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        request: Request,
-        next: NextPrepareRequest<'_>,
-    ) -> ServerResult<Request> {
-        lock(&self.operation_name).clone_from(&request.operation_name);
-        next.run(ctx, request).await
-    }
-
-    async fn parse_query(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        query: &str,
-        variables: &Variables,
-        next: NextParseQuery<'_>,
-    ) -> ServerResult<ExecutableDocument> {
-        let document = next.run(ctx, query, variables).await?;
-        let name = lock(&self.operation_name).clone();
-        *lock(&self.label) = root_fields_label(&document, name.as_deref());
-        Ok(document)
-    }
-
-    async fn execute(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        operation_name: Option<&str>,
-        next: NextExecute<'_>,
-    ) -> Response {
-        // Only reached once the document passed validation: its field names are the
-        // schema's, so they are safe as label values.
-        *lock(&self.validated) = true;
-        next.run(ctx, operation_name).await
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+/// Counts one GraphQL request and records its latency. Requests that failed before
+/// execution (errors without a `path`: parse or validation) are labelled `invalid`, so
+/// label values are always the schema's own field names.
+pub fn record_request(label: Option<String>, response: &Response, elapsed: Duration) {
+    let rejected = response.data == async_graphql::Value::Null
+        && !response.errors.is_empty()
+        && response.errors.iter().all(|e| e.path.is_empty());
+    let label = match label {
+        Some(label) if !rejected => label,
+        _ => "invalid".to_owned(),
+    };
+    let outcome = if response.errors.is_empty() {
+        "ok"
+    } else {
+        "error"
+    };
+    metrics::counter!(
+        "lectern_graphql_requests_total",
+        "operation" => label.clone(),
+        "outcome" => outcome
+    )
+    .increment(1);
+    metrics::histogram!("lectern_graphql_request_duration_seconds", "operation" => label)
+        .record(elapsed);
 }
 
 fn root_fields_label(

@@ -6,9 +6,10 @@ use async_graphql::connection::{Connection, Edge, EmptyFields};
 use async_graphql::{Context, Enum, ID, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
-use super::auth::current_user_id;
+use super::auth::{current_session, current_user_id};
 use super::error::ApiError;
 use super::guard::with_database;
+use crate::auth::SessionRef;
 use crate::entities::{conversation, message};
 use crate::history::cursor::{self, ConversationCursor};
 use crate::history::{self, ConversationTitle, HistoryError, PAGE_SIZES};
@@ -156,22 +157,48 @@ impl HistoryQuery {
         let after = after
             .map(|c| ConversationCursor::decode(&c).ok_or_else(|| bad_cursor("after")))
             .transpose()?;
-        let user_id = current_user_id(ctx).await?;
         let wants_latest = ctx
             .look_ahead()
             .field("edges")
             .field("node")
             .field("latestMessage")
             .exists();
+        // An access token names its session: the liveness check rides along with the page
+        // query. Other credentials (a Better Auth cookie) are checked on their own first.
+        let session = match current_session(ctx)? {
+            SessionRef::Id { id, user_id } => Some((id, user_id)),
+            SessionRef::BetterAuthToken(_) => None,
+        };
+        let (reader, session) = match session {
+            Some((id, user_id)) => (user_id, Some(id)),
+            None => (current_user_id(ctx).await?, None),
+        };
         let (page, mut latest) = with_database(ctx, |conn| async move {
-            let page = history::list_conversations(&conn, &user_id, first, after.as_ref()).await?;
+            let page = match session {
+                Some(session_id) => {
+                    history::list_conversations_in_session(
+                        &conn,
+                        &session_id,
+                        &reader,
+                        first,
+                        after.as_ref(),
+                    )
+                    .await?
+                }
+                None => {
+                    Some(history::list_conversations(&conn, &reader, first, after.as_ref()).await?)
+                }
+            };
+            let Some(page) = page else {
+                return Err(ApiError::Unauthenticated);
+            };
             let latest = if wants_latest {
                 let ids: Vec<String> = page.items.iter().map(|c| c.id.clone()).collect();
                 history::latest_messages(&conn, &ids).await?
             } else {
                 Default::default()
             };
-            Ok::<_, sea_orm::DbErr>((page, latest))
+            Ok((page, latest))
         })
         .await?;
         // Forward pagination only, so hasPreviousPage is always false (Relay allows this).

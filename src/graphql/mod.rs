@@ -56,11 +56,7 @@ pub fn build_schema(
     auth: AuthService,
     chat: Arc<ChatService>,
 ) -> LecternSchema {
-    let mut builder = builder()
-        .extension(crate::metering::OperationMetrics)
-        .data(db)
-        .data(auth)
-        .data(chat);
+    let mut builder = builder().data(db).data(auth).data(chat);
     if !settings.introspection {
         builder = builder.disable_introspection();
     }
