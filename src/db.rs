@@ -35,6 +35,9 @@ const BACKOFF_CAP: Duration = Duration::from_secs(3);
 const PROBE_INTERVAL: Duration = Duration::from_secs(2);
 /// Upper bound of one probe, including migrations on first contact.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Upper bound of the probe's ping, on its own connection: a live database answers in
+/// milliseconds, so a second of silence is an outage (or a database too slow to use).
+const PING_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What the server believes about the database right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -57,6 +60,10 @@ pub struct Database {
 struct Inner {
     /// The lazy pool; it connects on first use and reconnects on its own.
     conn: DatabaseConnection,
+    /// A one-connection pool of the supervisor's own, so a probe never queues behind
+    /// requests for a pooled connection (a saturated pool is not an outage) and never
+    /// waits out the request pool's acquire timeout (an outage is noticed in a second).
+    probe: DatabaseConnection,
     kind: DatabaseKind,
     /// The availability state, written by the supervisor and by [`Database::observe`].
     state: watch::Sender<Availability>,
@@ -103,10 +110,22 @@ impl Database {
             .connect_lazy(true)
             .sqlx_logging(false);
         let conn = sea_orm::Database::connect(options).await?;
+        let mut probe_options = ConnectOptions::new(settings.url.expose());
+        probe_options
+            .max_connections(1)
+            .min_connections(0)
+            .acquire_timeout(PING_TIMEOUT)
+            .connect_timeout(PING_TIMEOUT)
+            .idle_timeout(Duration::from_secs(300))
+            .test_before_acquire(false)
+            .connect_lazy(true)
+            .sqlx_logging(false);
+        let probe = sea_orm::Database::connect(probe_options).await?;
         let (state, _) = watch::channel(Availability::Connecting);
         Ok(Self {
             inner: Arc::new(Inner {
                 conn,
+                probe,
                 kind: settings.backend(),
                 state,
                 wake: Notify::new(),
@@ -298,11 +317,19 @@ impl Database {
             }
         }
         self.inner.conn.close_by_ref().await.ok();
+        self.inner.probe.close_by_ref().await.ok();
         tracing::info!("database pool closed");
     }
 
     async fn probe(&self, migrated: &mut bool) -> Result<(), DbErr> {
-        self.inner.conn.ping().await?;
+        match tokio::time::timeout(PING_TIMEOUT, self.inner.probe.ping()).await {
+            Ok(answer) => answer?,
+            Err(_) => {
+                return Err(DbErr::Custom(format!(
+                    "no answer to a ping within {PING_TIMEOUT:?}"
+                )));
+            }
+        }
         if !*migrated {
             run_migrations(&self.inner.conn).await?;
             *migrated = true;

@@ -50,9 +50,10 @@ pub struct AppState {
     /// For readiness: the vector store's and the model's last outcomes.
     pub chat: Arc<ChatService>,
     /// Verifies access tokens when the viewer of a request is worked out.
-    pub auth: AuthService,
+    /// (Shared behind `Arc`s: axum clones the state for every request.)
+    pub auth: Arc<AuthService>,
     /// Present when `BETTER_AUTH_SECRET` is set.
-    pub better_auth: Option<BetterAuthVerifier>,
+    pub better_auth: Option<Arc<BetterAuthVerifier>>,
     /// Fired when shutdown starts, so `/readyz` stops attracting traffic while in-flight
     /// requests drain.
     pub shutdown: CancellationToken,
@@ -180,7 +181,7 @@ async fn graphql_handler(
             return request_error(StatusCode::BAD_REQUEST, why);
         }
     };
-    let viewer = Viewer::from_headers(&headers, &state.auth.keys, state.better_auth.as_ref());
+    let viewer = Viewer::from_headers(&headers, &state.auth.keys, state.better_auth.as_deref());
     let client = ClientInfo {
         ip: Some(peer.ip()),
         user_agent: headers
@@ -235,7 +236,7 @@ async fn graphql_ws(
                     data.insert(Viewer::from_headers(
                         &headers,
                         &state.auth.keys,
-                        state.better_auth.as_ref(),
+                        state.better_auth.as_deref(),
                     ));
                     data.insert(SessionCheck::default());
                     Ok(data)

@@ -119,7 +119,7 @@ impl Application {
         let better_auth = settings
             .better_auth_secret
             .clone()
-            .map(auth::better_auth::BetterAuthVerifier::new);
+            .map(|secret| Arc::new(auth::better_auth::BetterAuthVerifier::new(secret)));
         let retriever = Arc::new(open_retriever(&settings).await?);
         index_corpus_on_first_start(&retriever, &settings.corpus_dir).await;
         let generator = Arc::new(llm::Generator::new(
@@ -140,7 +140,7 @@ impl Application {
                 db,
                 settings,
                 chat,
-                auth,
+                auth: Arc::new(auth),
                 better_auth,
                 shutdown: CancellationToken::new(),
             },
