@@ -2,8 +2,11 @@
 //!
 //! New hashes are argon2id with the argon2 crate's defaults (OWASP: m=19456 KiB, t=2,
 //! p=1) as PHC strings. Better Auth's scrypt hashes verify too, and [`Verified::Upgrade`]
-//! tells the caller to replace them. Every hash runs on the blocking pool, at most one per
-//! core at a time, so a login storm queues instead of starving other requests. An unknown
+//! tells the caller to replace them. Every hash runs on a small pool of threads of its own,
+//! one per core, so a login storm queues instead of starving other requests. The threads
+//! live as long as the hasher: each keeps argon2's 19 MiB warm in its allocator, where
+//! tokio's blocking pool would hand hashes to fresh threads that fault that memory in
+//! anew (a quarter of a hash's cost, measured in docs/benchmarks.md). An unknown
 //! email is checked against a dummy hash so it takes as long as a wrong password.
 
 use std::sync::Arc;
@@ -29,14 +32,18 @@ pub enum Verified {
 pub enum HashError {
     #[error("password hashing failed: {0}")]
     Hash(String),
-    #[error("the hashing task did not finish: {0}")]
-    Task(#[from] tokio::task::JoinError),
+    #[error("the hashing thread did not answer")]
+    Task,
 }
+
+type Job = Box<dyn FnOnce() + Send>;
 
 #[derive(Clone)]
 pub struct PasswordHasher {
     /// One permit per core: more concurrent hashes would only add memory and latency.
     permits: Arc<Semaphore>,
+    /// Hands work to the hashing threads; they end when the last clone is dropped.
+    jobs: std::sync::mpsc::SyncSender<Job>,
     /// A real argon2id hash of a random password, verified when the user is unknown.
     dummy_hash: Arc<str>,
 }
@@ -46,8 +53,30 @@ impl PasswordHasher {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let random: [u8; 16] = rand::random();
         let dummy_hash = hash_now(&hex(&random))?;
+        // Capacity `cores`: with one permit per job in flight, sending never blocks.
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(cores);
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        for n in 0..cores {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("argon2-{n}"))
+                .spawn(move || {
+                    loop {
+                        let job = match queue.lock() {
+                            Ok(queue) => queue.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .map_err(|e| HashError::Hash(format!("cannot start a hashing thread: {e}")))?;
+        }
         Ok(Self {
             permits: Arc::new(Semaphore::new(cores)),
+            jobs,
             dummy_hash: dummy_hash.into(),
         })
     }
@@ -60,7 +89,7 @@ impl PasswordHasher {
     /// Hashes a new password as an argon2id PHC string.
     pub async fn hash(&self, password: &str) -> Result<String, HashError> {
         let password = password.to_owned();
-        self.on_blocking_pool(move || hash_now(&password)).await?
+        self.on_hashing_threads(move || hash_now(&password)).await?
     }
 
     /// Checks `password` against a stored hash, or against the dummy when there is none.
@@ -75,19 +104,19 @@ impl PasswordHasher {
             None => (self.dummy_hash.to_string(), false),
         };
         let verdict = self
-            .on_blocking_pool(move || verify_now(&password, &stored))
+            .on_hashing_threads(move || verify_now(&password, &stored))
             .await?;
         Ok(if known { verdict } else { Verified::No })
     }
 
-    async fn on_blocking_pool<T: Send + 'static>(
+    async fn on_hashing_threads<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, HashError> {
         // The semaphore is never closed, so acquiring cannot fail. The permit moves into
-        // the blocking task: if the request is dropped (the client gave up), the hash
-        // already running still holds its permit until it ends, so no more than `cores`
-        // hashes (19 MiB each) ever run at once.
+        // the job: if the request is dropped (the client gave up), the hash already
+        // running still holds its permit until it ends, so no more than `cores` hashes
+        // (19 MiB each) ever run at once.
         let permit = self
             .permits
             .clone()
@@ -95,15 +124,19 @@ impl PasswordHasher {
             .await
             .map_err(|e| HashError::Hash(e.to_string()))?;
         let span = tracing::Span::current();
-        Ok(tokio::task::spawn_blocking(move || {
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
             let _permit = permit;
-            span.in_scope(work)
-        })
-        .await?)
+            let _ = done.send(span.in_scope(work));
+        });
+        self.jobs.send(job).map_err(|_| HashError::Task)?;
+        result.await.map_err(|_| HashError::Task)
     }
 }
 
-fn hash_now(password: &str) -> Result<String, HashError> {
+/// One argon2id hash with the server's parameters, on the calling thread. Request paths
+/// use [`PasswordHasher::hash`]; this is public for the benchmark's login ceiling.
+pub fn hash_now(password: &str) -> Result<String, HashError> {
     Argon2::default()
         .hash_password(password.as_bytes())
         .map(|h| h.to_string())
