@@ -151,28 +151,11 @@ impl Database {
     /// too many operations are already pending, and cut off after the database timeout (a
     /// transaction cut off this way is rolled back, never half-applied). Failures that
     /// mean the database is gone mark it down.
-    pub async fn run<T, E, F, Fut>(&self, op: F) -> Result<T, RunError<E>>
-    where
-        F: FnOnce(DatabaseConnection) -> Fut,
-        Fut: Future<Output = Result<T, E>>,
-        E: AsDbErr,
-    {
-        self.run_inner(op, true).await
-    }
-
-    /// [`Database::run`] without the in-flight bound and the timeout, for work whose own
+    ///
+    /// `bounded: false` drops the in-flight bound and the timeout, for work whose own
     /// cost dwarfs its queries and is bounded elsewhere: password hashing in `register`
     /// and `login` has its own concurrency limit.
-    pub async fn run_unbounded<T, E, F, Fut>(&self, op: F) -> Result<T, RunError<E>>
-    where
-        F: FnOnce(DatabaseConnection) -> Fut,
-        Fut: Future<Output = Result<T, E>>,
-        E: AsDbErr,
-    {
-        self.run_inner(op, false).await
-    }
-
-    async fn run_inner<T, E, F, Fut>(&self, op: F, bounded: bool) -> Result<T, RunError<E>>
+    pub async fn run<T, E, F, Fut>(&self, op: F, bounded: bool) -> Result<T, RunError<E>>
     where
         F: FnOnce(DatabaseConnection) -> Fut,
         Fut: Future<Output = Result<T, E>>,

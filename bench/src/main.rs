@@ -115,12 +115,12 @@ const LIST: &str = "{ conversations(first: 20) { edges { cursor node { id title 
 const OPEN: &str = "query($id: ID!) { conversation(id: $id) { id title messages(first: 20) { edges { node { role content sources { title path } createdAt } } } } }";
 const ME: &str = "{ me { id email name } }";
 
-async fn list_conversations(user: &mut GooseUser) -> TransactionResult {
-    let token = user.get_session_data_unchecked::<Reader>().token.clone();
-    let answer = graphql(
+/// A reader's 20 newest conversations; all 20 must come back.
+async fn first_page(user: &mut GooseUser, token: &str) -> Result<Value, Box<TransactionError>> {
+    graphql(
         user,
         "conversations(first: 20)",
-        Some(&token),
+        Some(token),
         json!({ "query": LIST }),
         |d| {
             d["conversations"]["edges"]
@@ -128,7 +128,12 @@ async fn list_conversations(user: &mut GooseUser) -> TransactionResult {
                 .is_some_and(|e| e.len() == 20)
         },
     )
-    .await?;
+    .await
+}
+
+async fn list_conversations(user: &mut GooseUser) -> TransactionResult {
+    let token = user.get_session_data_unchecked::<Reader>().token.clone();
+    let answer = first_page(user, &token).await?;
     if let Some(edges) = answer["data"]["conversations"]["edges"].as_array()
         && !edges.is_empty()
     {
@@ -175,18 +180,7 @@ async fn read_me(user: &mut GooseUser) -> TransactionResult {
 /// Closed loop: a random reader's first page, no think time.
 async fn random_list(user: &mut GooseUser) -> TransactionResult {
     let token = settings().tokens[random_reader() - 1].clone();
-    graphql(
-        user,
-        "conversations(first: 20)",
-        Some(&token),
-        json!({ "query": LIST }),
-        |d| {
-            d["conversations"]["edges"]
-                .as_array()
-                .is_some_and(|e| e.len() == 20)
-        },
-    )
-    .await?;
+    first_page(user, &token).await?;
     Ok(())
 }
 

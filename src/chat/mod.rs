@@ -192,9 +192,13 @@ impl ChatService {
         if let (Asker::Reader(user_id), Some(conversation_id)) = (&asker, &request.conversation_id)
         {
             let loaded = db
-                .run(|conn| async move {
-                    history::last_messages(&conn, user_id, conversation_id, HISTORY_MESSAGES).await
-                })
+                .run(
+                    |conn| async move {
+                        history::last_messages(&conn, user_id, conversation_id, HISTORY_MESSAGES)
+                            .await
+                    },
+                    true,
+                )
                 .await;
             match loaded {
                 Ok(messages) => {
@@ -270,9 +274,12 @@ impl ChatService {
     ) -> Stored {
         let limit = self.history_limit;
         let recorded = db
-            .run(|conn| async move {
-                history::record_turn(&conn, user_id, conversation_id, turn, limit).await
-            })
+            .run(
+                |conn| async move {
+                    history::record_turn(&conn, user_id, conversation_id, turn, limit).await
+                },
+                true,
+            )
             .await;
         match recorded {
             Ok(recorded) => Stored::Kept(recorded.conversation),

@@ -25,11 +25,7 @@ where
     Fut: Future<Output = Result<T, E>>,
     E: Into<ApiError>,
 {
-    let db = database(ctx)?;
-    let outcome = db
-        .run(|conn| async move { op(conn).await.map_err(Into::into) })
-        .await;
-    outcome.map_err(into_api_error)
+    guarded(ctx, op, true).await
 }
 
 /// [`with_database`] without the in-flight bound and timeout, for `register` and `login`
@@ -40,9 +36,21 @@ where
     Fut: Future<Output = Result<T, E>>,
     E: Into<ApiError>,
 {
+    guarded(ctx, op, false).await
+}
+
+async fn guarded<T, E, F, Fut>(ctx: &Context<'_>, op: F, bounded: bool) -> Result<T, ApiError>
+where
+    F: FnOnce(DatabaseConnection) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: Into<ApiError>,
+{
     let db = database(ctx)?;
     let outcome = db
-        .run_unbounded(|conn| async move { op(conn).await.map_err(Into::into) })
+        .run(
+            |conn| async move { op(conn).await.map_err(Into::into) },
+            bounded,
+        )
         .await;
     outcome.map_err(into_api_error)
 }

@@ -61,15 +61,7 @@ async fn starts_without_the_database_and_connects_when_it_appears() {
     assert!(reported_down, "health says the database is down");
     let health = app.graphql(HEALTH, json!({})).await;
     assert_eq!(health["data"]["health"]["status"], "DEGRADED");
-    let ready: Value = app
-        .client
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = app.readiness().await;
     assert_eq!(ready["status"], "degraded");
     assert_eq!(ready["database"], "down");
 

@@ -141,6 +141,18 @@ impl TestApp {
     }
 
     /// Stops the server gracefully and waits for it to finish.
+    /// `GET /readyz`, parsed.
+    pub async fn readiness(&self) -> Value {
+        self.client
+            .get(self.url("/readyz"))
+            .send()
+            .await
+            .expect("/readyz answers")
+            .json()
+            .await
+            .expect("/readyz is JSON")
+    }
+
     pub async fn shutdown(self) {
         self.stop.cancel();
         self.server

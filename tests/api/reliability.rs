@@ -76,15 +76,7 @@ async fn fails_fast_while_down(app: &TestApp, token: &str) {
     })
     .await;
     assert!(known, "health reports the database down within seconds");
-    let ready: Value = app
-        .client
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = app.readiness().await;
     assert_eq!(ready["database"], "down", "{ready}");
     assert_ne!(ready["status"], "ok", "{ready}");
     for _ in 0..20 {
