@@ -27,14 +27,18 @@ const HISTORY_MESSAGES: u64 = 6;
 /// Characters of a passage shown as a source's snippet.
 const SNIPPET_CHARS: usize = 300;
 
-const FORBIDDEN_CONTROL: &str =
-    "{field} must not contain control characters other than tab and line breaks";
-
 /// NUL and other control characters cannot be stored (PostgreSQL refuses NUL in text)
 /// and mean nothing in a question; tabs and line breaks are fine.
-fn has_forbidden_control(text: &str) -> bool {
-    text.chars()
+fn refuse_control(field: &str, text: &str) -> Result<(), String> {
+    if text
+        .chars()
         .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(format!(
+            "{field} must not contain control characters other than tab and line breaks"
+        ));
+    }
+    Ok(())
 }
 
 /// A question as the reader sent it, checked.
@@ -58,11 +62,12 @@ impl ChatRequest {
                 "message must be 1 to {MESSAGE_MAX_CHARS} characters"
             ));
         }
+        refuse_control("message", message)?;
         let selected_text = selected_text
             .map(|s| s.trim().to_owned())
             .filter(|s| !s.is_empty());
-        if selected_text.as_deref().is_some_and(has_forbidden_control) {
-            return Err(FORBIDDEN_CONTROL.replace("{field}", "selectedText"));
+        if let Some(selected) = &selected_text {
+            refuse_control("selectedText", selected)?;
         }
         if selected_text
             .as_ref()
@@ -307,6 +312,10 @@ mod tests {
         assert!(ChatRequest::parse(&"x".repeat(4001), None, None).is_err());
         assert!(ChatRequest::parse(&"é".repeat(4000), None, None).is_ok());
         assert!(ChatRequest::parse("q", None, Some("y".repeat(10_001))).is_err());
+        assert!(ChatRequest::parse("nul\0byte", None, None).is_err());
+        assert!(ChatRequest::parse("bell\u{7}", None, None).is_err());
+        assert!(ChatRequest::parse("q", None, Some("a\0b".into())).is_err());
+        assert!(ChatRequest::parse("two\nlines\tand a tab", None, None).is_ok());
         assert_eq!(
             ChatRequest::parse("q", None, Some("  ".into()))
                 .unwrap()

@@ -267,11 +267,11 @@ async fn nasty_strings_in_every_argument_never_break_anything() {
                 Box::new(|v| json!({ "v": v })),
             ),
             (
-                "mutation($v: String!) { chat(input: {message: $v}) { answer } }",
+                "mutation($v: String!) { chat(input: {message: $v}) { answer conversation { id } } }",
                 Box::new(|v| json!({ "v": v })),
             ),
             (
-                "mutation($v: String!) { chat(input: {message: \"tides\", selectedText: $v}) { answer } }",
+                "mutation($v: String!) { chat(input: {message: \"tides\", selectedText: $v}) { answer conversation { id } } }",
                 Box::new(|v| json!({ "v": v })),
             ),
             (
