@@ -366,22 +366,32 @@ pub enum SessionRef {
     BetterAuthToken(String),
 }
 
+impl SessionRef {
+    /// The one rule for "this session is live": it exists, is unexpired, and (for our
+    /// tokens) belongs to the user the token names. Every session check builds on it.
+    pub fn live(&self) -> sea_orm::Select<session::Entity> {
+        let query = session::Entity::find().filter(session::Column::ExpiresAt.gt(Utc::now()));
+        match self {
+            SessionRef::Id { id, user_id } => query
+                .filter(session::Column::Id.eq(id))
+                .filter(session::Column::UserId.eq(user_id)),
+            SessionRef::BetterAuthToken(token) => query.filter(session::Column::Token.eq(token)),
+        }
+    }
+}
+
 /// The id of the user behind a live session, if any: one indexed lookup.
 pub async fn user_id_of_session(
     conn: &DatabaseConnection,
     session: &SessionRef,
 ) -> Result<Option<String>, DbErr> {
-    let query = session::Entity::find()
+    session
+        .live()
         .select_only()
         .column(session::Column::UserId)
-        .filter(session::Column::ExpiresAt.gt(Utc::now()));
-    let query = match session {
-        SessionRef::Id { id, user_id } => query
-            .filter(session::Column::Id.eq(id))
-            .filter(session::Column::UserId.eq(user_id)),
-        SessionRef::BetterAuthToken(token) => query.filter(session::Column::Token.eq(token)),
-    };
-    query.into_tuple::<String>().one(conn).await
+        .into_tuple::<String>()
+        .one(conn)
+        .await
 }
 
 /// The user behind a live (unexpired, not revoked) session, if any.
@@ -389,14 +399,7 @@ pub async fn user_of_session(
     conn: &DatabaseConnection,
     session: &SessionRef,
 ) -> Result<Option<user::Model>, DbErr> {
-    let query = session::Entity::find().filter(session::Column::ExpiresAt.gt(Utc::now()));
-    let query = match session {
-        SessionRef::Id { id, user_id } => query
-            .filter(session::Column::Id.eq(id))
-            .filter(session::Column::UserId.eq(user_id)),
-        SessionRef::BetterAuthToken(token) => query.filter(session::Column::Token.eq(token)),
-    };
-    let Some(live) = query.one(conn).await? else {
+    let Some(live) = session.live().one(conn).await? else {
         return Ok(None);
     };
     user::Entity::find_by_id(live.user_id).one(conn).await

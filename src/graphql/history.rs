@@ -165,20 +165,18 @@ impl HistoryQuery {
             .exists();
         // An access token names its session: the liveness check rides along with the page
         // query. Other credentials (a Better Auth cookie) are checked on their own first.
-        let session = match current_session(ctx)? {
-            SessionRef::Id { id, user_id } => Some((id, user_id)),
-            SessionRef::BetterAuthToken(_) => None,
-        };
-        let (reader, session) = match session {
-            Some((id, user_id)) => (user_id, Some(id)),
-            None => (current_user_id(ctx).await?, None),
+        let (reader, session) = match current_session(ctx)? {
+            SessionRef::Id { id, user_id } => {
+                (user_id.clone(), Some(SessionRef::Id { id, user_id }))
+            }
+            SessionRef::BetterAuthToken(_) => (current_user_id(ctx).await?, None),
         };
         let (page, mut latest) = with_database(ctx, |conn| async move {
             let page = match session {
-                Some(session_id) => {
+                Some(session) => {
                     history::list_conversations_in_session(
                         &conn,
-                        &session_id,
+                        &session,
                         &reader,
                         first,
                         after.as_ref(),

@@ -20,11 +20,13 @@ use chrono::Utc;
 use sea_orm::sea_query::{Expr, Func, Query};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr,
-    EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
+    TransactionTrait,
 };
 
+use crate::auth::SessionRef;
 use crate::auth::new_id;
-use crate::entities::{conversation, message, session, user};
+use crate::entities::{conversation, message, user};
 use cursor::ConversationCursor;
 
 /// The accepted page sizes, for conversations and for messages.
@@ -150,33 +152,22 @@ pub async fn list_conversations(
 /// conversations yet" from "no session".
 pub async fn list_conversations_in_session(
     conn: &DatabaseConnection,
-    session_id: &str,
+    session: &SessionRef,
     user_id: &str,
     first: u64,
     after: Option<&ConversationCursor>,
 ) -> Result<Option<Page<conversation::Model>>, DbErr> {
-    let live = Query::select()
-        .expr(Expr::val(1))
-        .from(session::Entity)
-        .and_where(session::Column::Id.eq(session_id))
-        .and_where(session::Column::UserId.eq(user_id))
-        .and_where(session::Column::ExpiresAt.gt(Utc::now()))
-        .to_owned();
+    let live = session.live().select_only().expr(Expr::val(1)).into_query();
     let items = page_query(user_id, first, after)
         .filter(Expr::exists(live))
         .all(conn)
         .await?;
-    if items.is_empty() {
-        let session = crate::auth::SessionRef::Id {
-            id: session_id.to_owned(),
-            user_id: user_id.to_owned(),
-        };
-        if crate::auth::user_id_of_session(conn, &session)
+    if items.is_empty()
+        && crate::auth::user_id_of_session(conn, session)
             .await?
             .is_none()
-        {
-            return Ok(None);
-        }
+    {
+        return Ok(None);
     }
     Ok(Some(Page::of(items, first)))
 }
