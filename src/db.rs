@@ -3,10 +3,10 @@
 //! The pool is created lazily, so the server boots while the database is still starting.
 //! A supervisor task owns the availability state: it probes with capped exponential
 //! backoff while the database is away, runs pending migrations the first time it gets
-//! through, and keeps probing while it is up. Request handlers never wait for it: they go
-//! through [`Database::guard`], which answers at once from the last known state, and report
-//! connection-level failures back with [`Database::observe`] so an outage is known after
-//! the first failed query instead of at the next probe.
+//! through, and keeps probing while it is up. Request handlers never wait for it: their
+//! work goes through [`Database::run`], which refuses at once from the last known state,
+//! bounds the wait, and reports connection-level failures back (`observe`) so an outage is
+//! known after the first failed query instead of at the next probe.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -87,39 +87,22 @@ pub enum RunError<E> {
     Failed(E),
 }
 
-/// The guard's answer when the database is known to be unavailable.
-#[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("the database is unavailable")]
-pub struct Unavailable;
-
 impl Database {
     /// Builds the pool without connecting. Fails only on a URL the driver cannot parse.
     pub async fn connect_lazy(settings: &DatabaseSettings) -> Result<Self, DbErr> {
-        let mut options = ConnectOptions::new(settings.url.expose());
+        let mut options = pool_options(settings, settings.max_connections, settings.timeout);
         options
-            .max_connections(settings.max_connections)
-            .min_connections(0)
-            .acquire_timeout(settings.timeout)
             .connect_timeout(CONNECT_TIMEOUT)
-            .idle_timeout(Duration::from_secs(300))
             // A ping before every checkout would double the round trips of every request,
             // so only connections idle for a while are pinged: under load they go through
             // untouched, and after an outage the stale ones are replaced instead of being
             // handed to requests one by one.
-            .test_before_acquire_if_idle_for(IDLE_BEFORE_PING)
-            .connect_lazy(true)
-            .sqlx_logging(false);
+            .test_before_acquire_if_idle_for(IDLE_BEFORE_PING);
         let conn = sea_orm::Database::connect(options).await?;
-        let mut probe_options = ConnectOptions::new(settings.url.expose());
+        let mut probe_options = pool_options(settings, 1, PING_TIMEOUT);
         probe_options
-            .max_connections(1)
-            .min_connections(0)
-            .acquire_timeout(PING_TIMEOUT)
             .connect_timeout(PING_TIMEOUT)
-            .idle_timeout(Duration::from_secs(300))
-            .test_before_acquire(false)
-            .connect_lazy(true)
-            .sqlx_logging(false);
+            .test_before_acquire(false);
         let probe = sea_orm::Database::connect(probe_options).await?;
         let (state, _) = watch::channel(Availability::Connecting);
         Ok(Self {
@@ -137,13 +120,9 @@ impl Database {
         })
     }
 
-    /// The one door to the database for request handlers: the connection while the
-    /// database is usable, [`Unavailable`] at once while it is known not to be.
-    pub fn guard(&self) -> Result<&DatabaseConnection, Unavailable> {
-        match *self.inner.state.borrow() {
-            Availability::Up => Ok(&self.inner.conn),
-            Availability::Connecting | Availability::Down => Err(Unavailable),
-        }
+    /// Whether request work may go to the database: the last known state, read at once.
+    fn is_up(&self) -> bool {
+        *self.inner.state.borrow() == Availability::Up
     }
 
     /// Runs one unit of database work for a request through the guard, with the bounds
@@ -161,18 +140,16 @@ impl Database {
         Fut: Future<Output = Result<T, E>>,
         E: AsDbErr,
     {
-        let conn = self.guard().map_err(|_| RunError::Unavailable)?.clone();
-        let _permit = if bounded {
-            let Ok(permit) = self.inner.in_flight.try_acquire() else {
+        if !self.is_up() {
+            return Err(RunError::Unavailable);
+        }
+        let conn = self.inner.conn.clone();
+        let outcome = if bounded {
+            let Ok(_permit) = self.inner.in_flight.try_acquire() else {
                 metrics::counter!("lectern_database_shed_total", "reason" => "pending")
                     .increment(1);
                 return Err(RunError::Busy);
             };
-            Some(permit)
-        } else {
-            None
-        };
-        let outcome = if bounded {
             tokio::time::timeout(self.inner.timeout, op(conn)).await
         } else {
             Ok(op(conn).await)
@@ -181,22 +158,19 @@ impl Database {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => match e.as_db_err() {
                 Some(db_err) if self.observe(db_err) => Err(RunError::Unavailable),
-                Some(db_err) if is_pool_timeout(db_err) => {
-                    metrics::counter!("lectern_database_shed_total", "reason" => "timeout")
-                        .increment(1);
-                    self.inner.wake.notify_one();
-                    Err(RunError::Busy)
-                }
+                Some(db_err) if is_pool_timeout(db_err) => Err(self.timed_out()),
                 _ => Err(RunError::Failed(e)),
             },
-            Err(_elapsed) => {
-                metrics::counter!("lectern_database_shed_total", "reason" => "timeout")
-                    .increment(1);
-                // Let the supervisor find out whether it is slowness or an outage.
-                self.inner.wake.notify_one();
-                Err(RunError::Busy)
-            }
+            Err(_elapsed) => Err(self.timed_out()),
         }
+    }
+
+    /// Work that outlived the timeout (or found no free connection within it) is shed as
+    /// busy; the supervisor is woken to find out whether it is slowness or an outage.
+    fn timed_out<E>(&self) -> RunError<E> {
+        metrics::counter!("lectern_database_shed_total", "reason" => "timeout").increment(1);
+        self.inner.wake.notify_one();
+        RunError::Busy
     }
 
     /// Pool size and idle connections, for `/metrics`.
@@ -217,7 +191,7 @@ impl Database {
     /// Looks at a failed query: when the failure means the database is gone, marks it
     /// down and wakes the supervisor. Returns whether it was such a failure. A pool
     /// timeout is not one: it means busy, and the supervisor's probe decides.
-    pub fn observe(&self, err: &DbErr) -> bool {
+    fn observe(&self, err: &DbErr) -> bool {
         if !is_connection_error(err) {
             return false;
         }
@@ -246,7 +220,7 @@ impl Database {
     }
 
     /// The connection regardless of availability: for the CLI and tests that manage
-    /// their own waiting. Request handlers use [`Database::guard`].
+    /// their own waiting. Request handlers use [`Database::run`].
     pub fn connection(&self) -> &DatabaseConnection {
         &self.inner.conn
     }
@@ -319,6 +293,19 @@ impl Database {
         }
         Ok(())
     }
+}
+
+/// What both pools share: the URL, lazy connection, idle reaping, no statement logging.
+fn pool_options(settings: &DatabaseSettings, max: u32, acquire: Duration) -> ConnectOptions {
+    let mut options = ConnectOptions::new(settings.url.expose());
+    options
+        .max_connections(max)
+        .min_connections(0)
+        .acquire_timeout(acquire)
+        .idle_timeout(Duration::from_secs(300))
+        .connect_lazy(true)
+        .sqlx_logging(false);
+    options
 }
 
 /// Applies every pending migration. On PostgreSQL each migration runs in its own

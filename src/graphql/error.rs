@@ -8,7 +8,6 @@ use async_graphql::ErrorExtensions;
 use sea_orm::DbErr;
 
 use crate::auth::AuthError;
-use crate::db::Unavailable;
 
 /// The `extensions.code` values of the contract in DESIGN.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,12 +110,6 @@ impl ApiError {
             }
             Self::Database(_) | Self::Internal(_) => "internal server error".into(),
         }
-    }
-}
-
-impl From<Unavailable> for ApiError {
-    fn from(_: Unavailable) -> Self {
-        Self::DatabaseUnavailable
     }
 }
 
