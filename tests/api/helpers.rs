@@ -177,6 +177,14 @@ pub async fn register(app: &TestApp, email: &str, password: &str) -> Value {
     response["data"]["register"].clone()
 }
 
+/// Registers a reader and returns just their access token.
+pub async fn access_token(app: &TestApp, email: &str, password: &str) -> String {
+    register(app, email, password).await["accessToken"]
+        .as_str()
+        .expect("an access token")
+        .to_owned()
+}
+
 /// The `extensions.code` of every error in a response, in order.
 pub fn error_codes(response: &Value) -> Vec<String> {
     response["errors"]

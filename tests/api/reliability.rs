@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use crate::helpers::{Backend, TestApp, error_codes, eventually, register, spawn_app_with_url};
+use crate::helpers::{
+    Backend, TestApp, access_token, error_codes, eventually, register, spawn_app_with_url,
+};
 use crate::pg::PgCluster;
 use crate::proxy::Proxy;
 
@@ -112,8 +114,7 @@ async fn outages_under_concurrent_traffic_lose_nothing_acknowledged() {
     let (app, proxy) = app_behind_proxy(&cluster, &[("HISTORY_LIMIT", "1000")]).await;
     let mut tokens = Vec::new();
     for n in 0..4 {
-        let reader = register(&app, &format!("reader{n}@example.com"), PASSWORD).await;
-        tokens.push(reader["accessToken"].as_str().unwrap().to_owned());
+        tokens.push(access_token(&app, &format!("reader{n}@example.com"), PASSWORD).await);
     }
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -266,10 +267,7 @@ async fn a_slow_database_bounds_every_request_and_sheds_the_excess() {
         ],
     )
     .await;
-    let token = register(&app, "slow@example.com", PASSWORD).await["accessToken"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = access_token(&app, "slow@example.com", PASSWORD).await;
 
     proxy.set_latency(Duration::from_millis(800));
     let started = Instant::now();

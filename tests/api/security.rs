@@ -8,16 +8,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::chat::{next_json, subscribe};
-use crate::helpers::{TestApp, error_codes, eventually, for_each_backend, register};
+use crate::helpers::{TestApp, access_token, error_codes, eventually, for_each_backend};
 
 const PASSWORD: &str = "correct horse battery";
-
-async fn token_of(app: &TestApp, email: &str) -> String {
-    register(app, email, PASSWORD).await["accessToken"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
 
 async fn start_conversation(app: &TestApp, token: &str, question: &str) -> String {
     let response = app
@@ -59,8 +52,8 @@ fn ids(response: &Value) -> Vec<String> {
 #[tokio::test]
 async fn nobody_reaches_another_readers_conversations() {
     for_each_backend(|app| async move {
-        let ada = token_of(&app, "ada@example.com").await;
-        let bob = token_of(&app, "bob@example.com").await;
+        let ada = access_token(&app, "ada@example.com", PASSWORD).await;
+        let bob = access_token(&app, "bob@example.com", PASSWORD).await;
         let mut adas = Vec::new();
         for q in ["What causes neap tides?", "Why is the sea salty?", "What is a rip current?"] {
             adas.push(start_conversation(&app, &ada, q).await);
@@ -183,7 +176,7 @@ async fn nobody_reaches_another_readers_conversations() {
 #[tokio::test]
 async fn metrics_are_served_in_prometheus_format() {
     for_each_backend(|app| async move {
-        let token = token_of(&app, "metrics@example.com").await;
+        let token = access_token(&app, "metrics@example.com", PASSWORD).await;
         app.graphql("{ health { status } }", json!({})).await;
         app.graphql_as(
             Some(&token),
