@@ -45,6 +45,39 @@ pub struct Settings {
     pub llm: Option<ModelService>,
     /// Human-readable logs for a terminal or one JSON object per line for a log shipper.
     pub log_format: LogFormat,
+    /// What one client may cost: connections, timeouts, quotas (README, "Security").
+    pub limits: Limits,
+}
+
+/// Bounds that keep one client (or a flood of them) from costing the server more than its
+/// share. Every one is a setting; the defaults are in `.env.example` and the README.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` headers name the client;
+    /// from anyone else those headers are ignored.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Longest wait for a request's headers, which is also how long an idle keep-alive
+    /// connection is kept (hyper starts the clock as soon as it waits for a request).
+    pub header_timeout: std::time::Duration,
+    /// Longest a request body may take to arrive.
+    pub body_timeout: std::time::Duration,
+    /// Open connections at most; further ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// WebSocket connections per client address at most.
+    pub ws_connections_per_ip: u32,
+    /// Running subscriptions per WebSocket connection at most.
+    pub ws_subscriptions: usize,
+    /// Longest a WebSocket may stay open before its `connection_init`.
+    pub ws_init_timeout: std::time::Duration,
+    /// Chat turns per minute per client address for anonymous readers (0: off).
+    pub chat_per_ip: u32,
+    /// Chat turns per minute per signed-in reader (0: off).
+    pub chat_per_reader: u32,
+    /// Model calls running at once, server-wide; turns past it are refused, not queued.
+    pub model_concurrency: u32,
+    /// Sign-ins and registrations waiting for or running a password hash at most; past
+    /// it they are refused at once instead of queueing for seconds.
+    pub hash_queue: u32,
 }
 
 /// How to reach the database and how much of it to use.
@@ -333,12 +366,102 @@ impl Settings {
             corpus_dir: PathBuf::from(get("CORPUS_DIR").unwrap_or_else(|| "./docs".into())),
             llm,
             log_format,
+            limits: Limits::from_lookup(&get)?,
         })
     }
 
     pub fn is_production(&self) -> bool {
         self.app_env == AppEnv::Production
     }
+}
+
+impl Limits {
+    fn from_lookup(get: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let seconds = |variable: &'static str, default: u32| {
+            parse_number(
+                variable,
+                get(variable),
+                default,
+                1..=3600,
+                "whole seconds from 1 to 3600",
+            )
+            .map(|s| std::time::Duration::from_secs(u64::from(s)))
+        };
+        let count = |variable: &'static str, default: u32, range, accepts| {
+            parse_number(variable, get(variable), default, range, accepts)
+        };
+        Ok(Self {
+            trusted_proxies: get("TRUSTED_PROXIES")
+                .map(|v| parse_networks(&v))
+                .transpose()?
+                .unwrap_or_default(),
+            header_timeout: seconds("HTTP_HEADER_TIMEOUT_SECS", 10)?,
+            body_timeout: seconds("HTTP_BODY_TIMEOUT_SECS", 30)?,
+            max_connections: count(
+                "MAX_CONNECTIONS",
+                10_000,
+                1..=1_000_000,
+                "an integer from 1 to 1000000",
+            )? as usize,
+            ws_connections_per_ip: count(
+                "WS_MAX_CONNECTIONS_PER_IP",
+                32,
+                0..=1_000_000,
+                "an integer from 0 (off) to 1000000",
+            )?,
+            ws_subscriptions: count(
+                "WS_MAX_SUBSCRIPTIONS",
+                16,
+                1..=1000,
+                "an integer from 1 to 1000",
+            )? as usize,
+            ws_init_timeout: seconds("WS_INIT_TIMEOUT_SECS", 10)?,
+            chat_per_ip: count(
+                "CHAT_RATE_LIMIT_PER_IP",
+                20,
+                0..=1_000_000,
+                "chat turns per minute from 0 (off) to 1000000",
+            )?,
+            chat_per_reader: count(
+                "CHAT_RATE_LIMIT_PER_READER",
+                30,
+                0..=1_000_000,
+                "chat turns per minute from 0 (off) to 1000000",
+            )?,
+            model_concurrency: count(
+                "LLM_MAX_CONCURRENCY",
+                32,
+                1..=100_000,
+                "an integer from 1 to 100000",
+            )?,
+            hash_queue: count(
+                "AUTH_HASH_QUEUE",
+                32,
+                1..=100_000,
+                "an integer from 1 to 100000",
+            )?,
+        })
+    }
+}
+
+/// Comma-separated addresses or CIDR blocks.
+fn parse_networks(value: &str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(|item| {
+            item.parse::<ipnet::IpNet>()
+                .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    invalid(
+                        "TRUSTED_PROXIES",
+                        item,
+                        "comma-separated addresses or CIDR blocks such as 10.0.0.0/8,127.0.0.1",
+                    )
+                })
+        })
+        .collect()
 }
 
 fn invalid(variable: &'static str, value: &str, accepts: &'static str) -> ConfigError {
@@ -507,11 +630,29 @@ mod tests {
             ("CORS_ORIGINS", "example.com"),
             ("LLM_BASE_URL", "ftp://x"),
             ("RUST_LOG", "lectern=loud"),
+            ("TRUSTED_PROXIES", "10.0.0.0/33"),
+            ("TRUSTED_PROXIES", "proxy.internal"),
+            ("HTTP_HEADER_TIMEOUT_SECS", "0"),
+            ("MAX_CONNECTIONS", "0"),
+            ("CHAT_RATE_LIMIT_PER_IP", "-1"),
         ] {
             let err = settings(&[(key, value)]).unwrap_err();
             assert_eq!(err.variable, key, "{err}");
             assert!(err.to_string().starts_with("configuration error: "));
         }
+    }
+
+    #[test]
+    fn trusted_proxies_take_addresses_and_blocks() {
+        let s = settings(&[("TRUSTED_PROXIES", " 10.0.0.0/8, 127.0.0.1 ,::1")]).unwrap();
+        let proxies: Vec<String> = s
+            .limits
+            .trusted_proxies
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(proxies, ["10.0.0.0/8", "127.0.0.1/32", "::1/128"]);
+        assert!(settings(&[]).unwrap().limits.trusted_proxies.is_empty());
     }
 
     #[test]

@@ -131,10 +131,28 @@ impl Database {
     /// transaction cut off this way is rolled back, never half-applied). Failures that
     /// mean the database is gone mark it down.
     ///
-    /// `bounded: false` drops the in-flight bound and the timeout, for work whose own
+    pub async fn run<T, E, F, Fut>(&self, op: F) -> Result<T, RunError<E>>
+    where
+        F: FnOnce(DatabaseConnection) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: AsDbErr,
+    {
+        self.run_with(op, true).await
+    }
+
+    /// [`Database::run`] without the in-flight bound and the timeout, for work whose own
     /// cost dwarfs its queries and is bounded elsewhere: password hashing in `register`
-    /// and `login` has its own concurrency limit.
-    pub async fn run<T, E, F, Fut>(&self, op: F, bounded: bool) -> Result<T, RunError<E>>
+    /// and `login` has its own bounded queue.
+    pub async fn run_unbounded<T, E, F, Fut>(&self, op: F) -> Result<T, RunError<E>>
+    where
+        F: FnOnce(DatabaseConnection) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: AsDbErr,
+    {
+        self.run_with(op, false).await
+    }
+
+    async fn run_with<T, E, F, Fut>(&self, op: F, bounded: bool) -> Result<T, RunError<E>>
     where
         F: FnOnce(DatabaseConnection) -> Fut,
         Fut: Future<Output = Result<T, E>>,

@@ -109,12 +109,14 @@ impl Application {
             auth::tokens::TokenKeys::generated()
         });
         let auth = auth::AuthService {
-            hasher: auth::password::PasswordHasher::new()?,
+            hasher: auth::password::PasswordHasher::new(settings.limits.hash_queue as usize)?,
             keys: auth::tokens::TokenKeys::new(&jwt_secret),
             limits: auth::rate_limit::AuthRateLimits::new(
                 settings.auth_rate_limit_per_ip,
                 settings.auth_rate_limit_per_email,
+                &jwt_secret,
             ),
+            sessions: auth::SessionEvents::default(),
         };
         let better_auth = settings
             .better_auth_secret
@@ -125,10 +127,19 @@ impl Application {
         let generator = Arc::new(llm::Generator::new(
             settings.llm.clone().map(llm::openai::ChatModel::new),
         ));
+        let quotas = chat::ChatQuotas::new(
+            settings.limits.chat_per_ip,
+            settings.limits.chat_per_reader,
+            settings
+                .llm
+                .as_ref()
+                .map(|_| settings.limits.model_concurrency),
+        );
         let chat = Arc::new(chat::ChatService {
             retriever,
             generator,
             history_limit: settings.history_limit,
+            quotas,
         });
         let settings = Arc::new(settings);
         let schema =
@@ -143,6 +154,7 @@ impl Application {
                 auth: Arc::new(auth),
                 better_auth,
                 shutdown: CancellationToken::new(),
+                ws_connections: http::ws::ConnectionCounts::default(),
             },
         })
     }
@@ -166,6 +178,7 @@ impl Application {
         let shutdown = self.state.shutdown.clone();
         let supervisor = tokio::spawn(self.state.db.clone().supervise(shutdown.clone()));
         tracing::info!(address = %self.local_addr(), "listening; GraphQL at /graphql");
+        let limits = self.state.settings.clone();
         let app = http::router(self.state);
         let signal = {
             let shutdown = shutdown.clone();
@@ -174,10 +187,7 @@ impl Application {
                 shutdown.cancel();
             }
         };
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(signal)
-            .await;
+        let served = http::serve::serve(self.listener, app, &limits.limits, signal).await;
         shutdown.cancel();
         if let Err(e) = supervisor.await {
             tracing::error!(error = %e, "database supervisor ended abnormally");

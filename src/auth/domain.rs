@@ -7,15 +7,42 @@ pub const PASSWORD_MAX_CHARS: usize = 128;
 const NAME_MAX_CHARS: usize = 100;
 const EMAIL_MAX_CHARS: usize = 254;
 
-/// An email address, trimmed and lower-cased: the form it is stored and compared in.
+/// An email address in the form it is stored and compared in: trimmed, NFKC-normalised
+/// (so a full-width `ｄ` is a `d`) and lower-cased. Characters a reader cannot see are
+/// refused rather than removed, so `dana\u{200B}@example.com` can never be a second
+/// account beside `dana@example.com`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Email(String);
 
+/// Invisible or look-alike-making characters: format characters (zero-width spaces and
+/// joiners, soft hyphens, bidi marks and isolates, the BOM), controls, separators, private
+/// use and unassigned code points, variation selectors and Hangul fillers.
+fn invisible(c: char) -> bool {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory as _};
+    matches!(
+        c.general_category(),
+        GeneralCategory::Format
+            | GeneralCategory::Control
+            | GeneralCategory::SpaceSeparator
+            | GeneralCategory::LineSeparator
+            | GeneralCategory::ParagraphSeparator
+            | GeneralCategory::PrivateUse
+            | GeneralCategory::Surrogate
+            | GeneralCategory::Unassigned
+    ) || matches!(c, '\u{FE00}'..='\u{FE0F}' | '\u{E0100}'..='\u{E01EF}' | '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}')
+        || c.is_whitespace()
+}
+
 impl Email {
     pub fn parse(raw: &str) -> Result<Self, String> {
-        let email = raw.trim().to_lowercase();
+        use unicode_normalization::UnicodeNormalization as _;
+        let email: String = raw.trim().nfkc().collect::<String>().to_lowercase();
+        if email.chars().any(invisible) {
+            return Err(
+                "email must not contain invisible, formatting or direction characters".into(),
+            );
+        }
         let well_formed = email.chars().count() <= EMAIL_MAX_CHARS
-            && !email.chars().any(|c| c.is_whitespace() || c.is_control())
             && email.split_once('@').is_some_and(|(local, domain)| {
                 !local.is_empty()
                     && !domain.is_empty()
@@ -91,6 +118,26 @@ mod tests {
             Email::parse("  Reader@Example.COM ").unwrap().as_str(),
             "reader@example.com"
         );
+    }
+
+    #[test]
+    fn look_alike_emails_normalise_or_are_refused() {
+        assert_eq!(
+            Email::parse("ｄana@ｅxample.com").unwrap().as_str(),
+            "dana@example.com"
+        );
+        for invisible in [
+            "dana\u{200B}@example.com",
+            "da\u{00AD}na@example.com",
+            "\u{202E}dana@example.com",
+            "dana\u{200E}@example.com",
+            "dana@exa\u{2060}mple.com",
+            "\u{FEFF}dana@example.com",
+            "dana\u{FE0F}@example.com",
+        ] {
+            let err = Email::parse(invisible).unwrap_err();
+            assert!(err.contains("invisible"), "{invisible:?}: {err}");
+        }
     }
 
     #[test]

@@ -67,6 +67,30 @@ pub struct AuthService {
     pub hasher: PasswordHasher,
     pub keys: TokenKeys,
     pub limits: AuthRateLimits,
+    /// Announces sessions this process ended, so WebSockets riding on them close.
+    pub sessions: SessionEvents,
+}
+
+/// Sessions ended by this process (logout, refresh-token reuse), announced by
+/// [`SessionRef::key`] so that the WebSocket connections riding on them close at once.
+#[derive(Clone)]
+pub struct SessionEvents(tokio::sync::broadcast::Sender<String>);
+
+impl Default for SessionEvents {
+    fn default() -> Self {
+        Self(tokio::sync::broadcast::channel(256).0)
+    }
+}
+
+impl SessionEvents {
+    pub fn ended(&self, key: String) {
+        // No receiver (no WebSocket open) is the common case, not an error.
+        let _ = self.0.send(key);
+    }
+
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.0.subscribe()
+    }
 }
 
 /// Where a sign-in came from, recorded on the session as Better Auth does.
@@ -82,6 +106,9 @@ pub struct Issued {
     pub refresh_token: String,
     pub expires_at: DateTime<Utc>,
     pub user: user::Model,
+    /// After a sign-in or registration: the device token that keeps this client out of
+    /// the lockout strangers can cause (see [`rate_limit`]).
+    pub device_token: Option<String>,
 }
 
 impl AuthService {
@@ -97,7 +124,7 @@ impl AuthService {
         let password = Password::parse(password).map_err(AuthError::InvalidInput)?;
         let name = DisplayName::parse(name).map_err(AuthError::InvalidInput)?;
         self.limits
-            .check(client.ip, email.as_str())
+            .check(client.ip, email.as_str(), None)
             .map_err(AuthError::RateLimited)?;
         // Saves a hash for the common case; the unique constraint below still decides.
         if find_user_by_email(conn, &email).await?.is_some() {
@@ -141,17 +168,20 @@ impl AuthService {
         })
         .exec_without_returning(&txn)
         .await?;
-        let issued = self.start_session(&txn, user, &client).await?;
+        let mut issued = self.start_session(&txn, user, &client).await?;
         txn.commit().await?;
+        issued.device_token = Some(self.limits.device_token(email.as_str()));
         tracing::info!(user_id = %issued.user.id, "account registered");
         Ok(issued)
     }
 
+    /// Signs in; `device` is the device token an earlier sign-in gave this client.
     pub async fn login(
         &self,
         conn: &DatabaseConnection,
         email: &str,
         password: &str,
+        device: Option<&str>,
         client: ClientInfo,
     ) -> Result<Issued, AuthError> {
         let email = Email::parse(email).map_err(AuthError::InvalidInput)?;
@@ -162,7 +192,7 @@ impl AuthService {
             )));
         }
         self.limits
-            .check(client.ip, email.as_str())
+            .check(client.ip, email.as_str(), device)
             .map_err(AuthError::RateLimited)?;
 
         let found = find_user_by_email(conn, &email).await?;
@@ -208,8 +238,9 @@ impl AuthService {
             Verified::Yes => {}
         }
         let txn = conn.begin().await?;
-        let issued = self.start_session(&txn, user, &client).await?;
+        let mut issued = self.start_session(&txn, user, &client).await?;
         txn.commit().await?;
+        issued.device_token = Some(self.limits.device_token(email.as_str()));
         tracing::info!(user_id = %issued.user.id, "login succeeded");
         Ok(issued)
     }
@@ -248,6 +279,7 @@ impl AuthService {
                 .exec(&txn)
                 .await?;
             txn.commit().await?;
+            self.sessions.ended(record.session_id.clone());
             tracing::warn!(session_id = %record.session_id, "refresh token reused; session revoked");
             return Err(AuthError::InvalidSession);
         }
@@ -283,6 +315,7 @@ impl AuthService {
             refresh_token: refresh,
             expires_at,
             user,
+            device_token: None,
         })
     }
 
@@ -314,6 +347,7 @@ impl AuthService {
             refresh_token,
             expires_at,
             user,
+            device_token: None,
         })
     }
 
@@ -367,6 +401,26 @@ pub enum SessionRef {
 }
 
 impl SessionRef {
+    /// The session a viewer's credentials name, if they name one.
+    pub fn of(viewer: &viewer::Viewer) -> Option<Self> {
+        match viewer {
+            viewer::Viewer::Token(claims) => Some(SessionRef::Id {
+                id: claims.sid.clone(),
+                user_id: claims.sub.clone(),
+            }),
+            viewer::Viewer::BetterAuth(token) => Some(SessionRef::BetterAuthToken(token.clone())),
+            viewer::Viewer::Anonymous | viewer::Viewer::Rejected => None,
+        }
+    }
+
+    /// What [`SessionEvents`] announces when this session ends.
+    pub fn key(&self) -> String {
+        match self {
+            SessionRef::Id { id, .. } => id.clone(),
+            SessionRef::BetterAuthToken(token) => token.clone(),
+        }
+    }
+
     /// The one rule for "this session is live": it exists, is unexpired, and (for our
     /// tokens) belongs to the user the token names. Every session check builds on it.
     pub fn live(&self) -> sea_orm::Select<session::Entity> {

@@ -10,6 +10,7 @@
 //! email is checked against a dummy hash so it takes as long as a wrong password.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
@@ -34,6 +35,9 @@ pub enum HashError {
     Hash(String),
     #[error("the hashing thread did not answer")]
     Task,
+    /// The queue is full: the caller is told to come back rather than wait for seconds.
+    #[error("too many password hashes are waiting")]
+    Busy,
 }
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -46,10 +50,25 @@ pub struct PasswordHasher {
     jobs: std::sync::mpsc::SyncSender<Job>,
     /// A real argon2id hash of a random password, verified when the user is unknown.
     dummy_hash: Arc<str>,
+    /// Hashes waiting or running, and how many may: a login storm is shed with
+    /// `RATE_LIMITED` instead of queueing (300 queued logins waited 4–7 s each).
+    queued: Arc<AtomicUsize>,
+    max_queued: usize,
+}
+
+/// One place in the hashing queue, given back when dropped (also when the request that
+/// held it is cancelled after its hash started: the place travels with the hash).
+struct QueuePlace(Arc<AtomicUsize>);
+
+impl Drop for QueuePlace {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl PasswordHasher {
-    pub fn new() -> Result<Self, HashError> {
+    /// `max_queued` hashes may wait or run at once (`AUTH_HASH_QUEUE`).
+    pub fn new(max_queued: usize) -> Result<Self, HashError> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let random: [u8; 16] = rand::random();
         let dummy_hash = hash_now(&hex(&random))?;
@@ -78,6 +97,8 @@ impl PasswordHasher {
             permits: Arc::new(Semaphore::new(cores)),
             jobs,
             dummy_hash: dummy_hash.into(),
+            queued: Arc::new(AtomicUsize::new(0)),
+            max_queued: max_queued.max(1),
         })
     }
 
@@ -113,6 +134,11 @@ impl PasswordHasher {
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, HashError> {
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= self.max_queued {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(HashError::Busy);
+        }
+        let place = QueuePlace(self.queued.clone());
         // The semaphore is never closed, so acquiring cannot fail. The permit moves into
         // the job: if the request is dropped (the client gave up), the hash already
         // running still holds its permit until it ends, so no more than `cores` hashes
@@ -127,6 +153,7 @@ impl PasswordHasher {
         let (done, result) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
             let _permit = permit;
+            let _place = place;
             let _ = done.send(span.in_scope(work));
         });
         self.jobs.send(job).map_err(|_| HashError::Task)?;
@@ -227,7 +254,7 @@ mod tests {
 
     #[tokio::test]
     async fn argon2id_round_trip_with_owasp_parameters() {
-        let hasher = PasswordHasher::new().unwrap();
+        let hasher = PasswordHasher::new(8).unwrap();
         let hash = hasher.hash("correct horse battery").await.unwrap();
         assert!(
             hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
@@ -251,7 +278,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_same_password_hashes_differently_each_time() {
-        let hasher = PasswordHasher::new().unwrap();
+        let hasher = PasswordHasher::new(8).unwrap();
         let a = hasher.hash("same password").await.unwrap();
         let b = hasher.hash("same password").await.unwrap();
         assert_ne!(a, b, "a fresh salt every time");
@@ -259,7 +286,7 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_users_never_verify() {
-        let hasher = PasswordHasher::new().unwrap();
+        let hasher = PasswordHasher::new(8).unwrap();
         assert_eq!(
             hasher.verify("anything at all", None).await.unwrap(),
             Verified::No
@@ -268,7 +295,7 @@ mod tests {
 
     #[tokio::test]
     async fn better_auth_scrypt_hashes_verify_and_ask_for_an_upgrade() {
-        let hasher = PasswordHasher::new().unwrap();
+        let hasher = PasswordHasher::new(8).unwrap();
         let stored = better_auth_scrypt_hash("päss wörd 123", "0123456789abcdef0123456789abcdef");
         assert_eq!(
             hasher.verify("päss wörd 123", Some(&stored)).await.unwrap(),

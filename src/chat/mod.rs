@@ -8,9 +8,13 @@
 //! for the prompt) and at the end (storing the turn); when it is unavailable the answer
 //! still comes back and only the stored conversation is missing.
 
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+
+use crate::auth::rate_limit::Limiter;
 
 use crate::db::{Database, RunError};
 use crate::entities::conversation;
@@ -157,21 +161,78 @@ pub struct ChatService {
     pub retriever: Arc<Retriever>,
     pub generator: Arc<Generator>,
     pub history_limit: u32,
+    pub quotas: ChatQuotas,
+}
+
+/// What one asker may cost: turns per minute per client address (anonymous readers) and
+/// per reader (signed in), counted when a turn starts so that turns whose client left
+/// still count; and a server-wide cap on model calls running at once. Past any of them a
+/// turn is refused with `RATE_LIMITED` rather than queued: with a paid model, every turn
+/// is a bill.
+pub struct ChatQuotas {
+    per_ip: Option<Limiter<IpAddr>>,
+    per_reader: Option<Limiter<String>>,
+    /// `None` without a model: extractive answers cost next to nothing.
+    model_calls: Option<Arc<Semaphore>>,
+}
+
+/// The window chat quotas are counted over.
+pub const QUOTA_WINDOW: Duration = Duration::from_secs(60);
+
+impl ChatQuotas {
+    pub fn new(per_ip: u32, per_reader: u32, model_calls: Option<u32>) -> Self {
+        Self {
+            per_ip: Limiter::new(per_ip, QUOTA_WINDOW),
+            per_reader: Limiter::new(per_reader, QUOTA_WINDOW),
+            model_calls: model_calls.map(|n| Arc::new(Semaphore::new(n as usize))),
+        }
+    }
+
+    /// Counts a turn against its asker and reserves a model call; `Err(wait)` when the
+    /// turn must not start. The permit is held until the turn ends.
+    pub fn admit(
+        &self,
+        asker: &Asker,
+        ip: Option<IpAddr>,
+    ) -> Result<Option<OwnedSemaphorePermit>, Duration> {
+        match asker {
+            Asker::Reader(user_id) => {
+                if let Some(limiter) = &self.per_reader {
+                    limiter.check(user_id)?;
+                }
+            }
+            Asker::Anonymous | Asker::Unverified => {
+                if let (Some(limiter), Some(ip)) = (&self.per_ip, ip) {
+                    limiter.check(&ip)?;
+                }
+            }
+        }
+        match &self.model_calls {
+            None => Ok(None),
+            Some(calls) => calls.clone().try_acquire_owned().map(Some).map_err(|_| {
+                metrics::counter!("lectern_chat_shed_total", "reason" => "model_busy").increment(1);
+                Duration::from_secs(1)
+            }),
+        }
+    }
 }
 
 impl ChatService {
-    /// Starts the turn in its own task and returns its events.
+    /// Starts the turn in its own task and returns its events. `model_call` (from
+    /// [`ChatQuotas::admit`]) is held until the turn ends.
     pub fn start(
         self: &Arc<Self>,
         db: Database,
         asker: Asker,
         request: ChatRequest,
+        model_call: Option<OwnedSemaphorePermit>,
     ) -> mpsc::UnboundedReceiver<ChatEvent> {
         let (events, receiver) = mpsc::unbounded_channel();
         let service = self.clone();
         let span = tracing::info_span!("chat_turn", signed_in = matches!(asker, Asker::Reader(_)));
         tokio::spawn(tracing::Instrument::instrument(
             async move {
+                let _model_call = model_call;
                 // Sends fail only when the client went away; the turn carries on.
                 let send = |event: ChatEvent| {
                     let _ = events.send(event);
@@ -197,13 +258,9 @@ impl ChatService {
         if let (Asker::Reader(user_id), Some(conversation_id)) = (&asker, &request.conversation_id)
         {
             let loaded = db
-                .run(
-                    |conn| async move {
-                        history::last_messages(&conn, user_id, conversation_id, HISTORY_MESSAGES)
-                            .await
-                    },
-                    true,
-                )
+                .run(|conn| async move {
+                    history::last_messages(&conn, user_id, conversation_id, HISTORY_MESSAGES).await
+                })
                 .await;
             match loaded {
                 Ok(messages) => {
@@ -279,12 +336,9 @@ impl ChatService {
     ) -> Stored {
         let limit = self.history_limit;
         let recorded = db
-            .run(
-                |conn| async move {
-                    history::record_turn(&conn, user_id, conversation_id, turn, limit).await
-                },
-                true,
-            )
+            .run(|conn| async move {
+                history::record_turn(&conn, user_id, conversation_id, turn, limit).await
+            })
             .await;
         match recorded {
             Ok(recorded) => Stored::Kept(recorded.conversation),

@@ -38,6 +38,11 @@ pub struct AuthPayload {
     pub refresh_token: String,
     pub expires_at: DateTime<Utc>,
     pub user: User,
+    /// After `login` and `register`: keep it and send it with the next `login` for this
+    /// email. Attempts that carry it are counted apart from everyone else's, so nobody
+    /// can lock this device out of the account by guessing its password. Null after
+    /// `refreshSession`.
+    pub device_token: Option<String>,
 }
 
 impl From<Issued> for AuthPayload {
@@ -47,6 +52,7 @@ impl From<Issued> for AuthPayload {
             refresh_token: i.refresh_token,
             expires_at: i.expires_at,
             user: i.user.into(),
+            device_token: i.device_token,
         }
     }
 }
@@ -65,6 +71,8 @@ pub struct RegisterInput {
 pub struct LoginInput {
     pub email: String,
     pub password: String,
+    /// The `deviceToken` an earlier sign-in with this email returned, if any.
+    pub device_token: Option<String>,
 }
 
 #[derive(Default)]
@@ -121,7 +129,13 @@ impl AuthMutation {
         let client = client_info(ctx);
         let issued = with_database_unbounded(ctx, |conn| async move {
             service
-                .login(&conn, &input.email, &input.password, client)
+                .login(
+                    &conn,
+                    &input.email,
+                    &input.password,
+                    input.device_token.as_deref(),
+                    client,
+                )
                 .await
         })
         .await?;
@@ -147,11 +161,15 @@ impl AuthMutation {
     /// token is refused by every field that checks the session.
     async fn logout(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
         let session = current_session(ctx)?;
+        let key = session.key();
         let ended = with_database(
             ctx,
             |conn| async move { auth::logout(&conn, &session).await },
         )
         .await?;
+        if ended {
+            service(ctx)?.sessions.ended(key);
+        }
         Ok(ended)
     }
 }
@@ -162,19 +180,13 @@ pub fn viewer<'a>(ctx: &Context<'a>) -> &'a Viewer {
 
 /// The caller's session, or `UNAUTHENTICATED`.
 pub fn current_session(ctx: &Context<'_>) -> Result<SessionRef, ApiError> {
-    match viewer(ctx) {
-        Viewer::Token(claims) => Ok(SessionRef::Id {
-            id: claims.sid.clone(),
-            user_id: claims.sub.clone(),
-        }),
-        Viewer::BetterAuth(token) => Ok(SessionRef::BetterAuthToken(token.clone())),
-        Viewer::Anonymous | Viewer::Rejected => Err(ApiError::Unauthenticated),
-    }
+    SessionRef::of(viewer(ctx)).ok_or(ApiError::Unauthenticated)
 }
 
 /// Per-request memo of "which user is behind this request's session", so a query with
 /// several history fields checks the session once. Placed in request data by the HTTP
-/// handler; errors (database down) are not memoised.
+/// handler and by the WebSocket for each operation (never per connection, so a session
+/// that ends is noticed by the next operation); errors (database down) are not memoised.
 #[derive(Default)]
 pub struct SessionCheck(tokio::sync::OnceCell<Option<String>>);
 

@@ -5,11 +5,14 @@ use std::sync::Arc;
 
 use async_graphql::{Context, ID, InputObject, Object, SimpleObject, Subscription, Union};
 use futures_util::Stream;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::auth::{current_user_id, viewer};
 use super::error::ApiError;
 use super::guard::database;
 use super::history::{Conversation, Source};
+use crate::auth::ClientInfo;
 use crate::auth::viewer::Viewer;
 use crate::chat::{
     Asker, ChatError, ChatEvent as TurnEvent, ChatRequest, ChatService, SourceRef, Stored,
@@ -115,8 +118,9 @@ impl From<ChatError> for ApiError {
     }
 }
 
-/// Checks the input and works out who asks, before anything is retrieved.
-async fn begin(ctx: &Context<'_>, input: ChatInput) -> Result<(Asker, ChatRequest), ApiError> {
+/// Checks the input, works out who asks and counts the turn against their quota, before
+/// anything is retrieved.
+async fn begin(ctx: &Context<'_>, input: ChatInput) -> Result<Turn, ApiError> {
     let request = ChatRequest::parse(
         &input.message,
         input.conversation_id.map(|id| id.0),
@@ -135,7 +139,30 @@ async fn begin(ctx: &Context<'_>, input: ChatInput) -> Result<(Asker, ChatReques
     if request.conversation_id.is_some() && matches!(asker, Asker::Anonymous) {
         return Err(ApiError::Unauthenticated);
     }
-    Ok((asker, request))
+    let ip = ctx.data_opt::<ClientInfo>().and_then(|client| client.ip);
+    let model_call = service(ctx)?
+        .quotas
+        .admit(&asker, ip)
+        .map_err(ApiError::RateLimited)?;
+    Ok(Turn {
+        asker,
+        request,
+        model_call,
+    })
+}
+
+/// A turn that may start: who asks, what, and its reserved model call.
+struct Turn {
+    asker: Asker,
+    request: ChatRequest,
+    model_call: Option<OwnedSemaphorePermit>,
+}
+
+impl Turn {
+    fn start(self, ctx: &Context<'_>) -> Result<UnboundedReceiver<TurnEvent>, ApiError> {
+        let db = database(ctx)?.clone();
+        Ok(service(ctx)?.start(db, self.asker, self.request, self.model_call))
+    }
 }
 
 fn service<'a>(ctx: &Context<'a>) -> Result<&'a Arc<ChatService>, ApiError> {
@@ -156,9 +183,7 @@ impl ChatMutation {
         ctx: &Context<'_>,
         input: ChatInput,
     ) -> async_graphql::Result<ChatPayload> {
-        let (asker, request) = begin(ctx, input).await?;
-        let db = database(ctx)?.clone();
-        let mut events = service(ctx)?.start(db, asker, request);
+        let mut events = begin(ctx, input).await?.start(ctx)?;
         let mut sources = Vec::new();
         while let Some(event) = events.recv().await {
             match event {
@@ -192,9 +217,7 @@ impl ChatSubscription {
         ctx: &Context<'_>,
         input: ChatInput,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<ChatEvent>> + use<>> {
-        let (asker, request) = begin(ctx, input).await?;
-        let db = database(ctx)?.clone();
-        let events = service(ctx)?.start(db, asker, request);
+        let events = begin(ctx, input).await?.start(ctx)?;
         Ok(futures_util::stream::unfold(
             (events, false),
             |(mut events, done)| async move {

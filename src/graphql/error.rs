@@ -126,6 +126,9 @@ impl From<AuthError> for ApiError {
             AuthError::InvalidSession => Self::Unauthenticated,
             AuthError::RateLimited(wait) => Self::RateLimited(wait),
             AuthError::Database(e) => Self::Database(e),
+            AuthError::Hashing(crate::auth::password::HashError::Busy) => {
+                Self::RateLimited(Duration::from_secs(1))
+            }
             AuthError::Hashing(e) => {
                 tracing::error!(error = %e, "password hashing failed");
                 Self::Internal("password hashing failed")

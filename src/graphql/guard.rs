@@ -46,12 +46,12 @@ where
     E: Into<ApiError>,
 {
     let db = database(ctx)?;
-    let outcome = db
-        .run(
-            |conn| async move { op(conn).await.map_err(Into::into) },
-            bounded,
-        )
-        .await;
+    let op = |conn| async move { op(conn).await.map_err(Into::into) };
+    let outcome = if bounded {
+        db.run(op).await
+    } else {
+        db.run_unbounded(op).await
+    };
     outcome.map_err(into_api_error)
 }
 

@@ -7,6 +7,7 @@ pub mod error;
 pub mod guard;
 pub mod health;
 pub mod history;
+pub mod limits;
 
 use std::sync::Arc;
 
@@ -57,8 +58,9 @@ pub fn build_schema(
     chat: Arc<ChatService>,
 ) -> LecternSchema {
     let mut builder = builder().data(db).data(auth).data(chat);
+    // Suggestions ("did you mean …") reveal the schema as surely as introspection does.
     if !settings.introspection {
-        builder = builder.disable_introspection();
+        builder = builder.disable_introspection().disable_suggestions();
     }
     builder.data(settings).finish()
 }

@@ -1,16 +1,22 @@
 //! The HTTP surface: routes, the middleware every request passes through (request id,
-//! tracing span, body limit, CORS), and graceful shutdown.
+//! tracing span, body size and time limits, CORS), and graceful shutdown.
+//!
+//! - [`serve`]: the accept loop (connection cap, header and idle timeouts).
+//! - [`client`]: the client's address through trusted proxies.
+//! - [`ws`]: GraphQL over WebSocket (graphql-transport-ws).
+
+pub mod client;
+pub mod serve;
+pub mod ws;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::ParseRequestError;
-use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::http::GraphiQLSource;
 use async_graphql_axum::rejection::GraphQLRejection;
-use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
+use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::Router;
-use axum::extract::WebSocketUpgrade;
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, State};
@@ -22,11 +28,12 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::auth::AuthService;
 use crate::auth::better_auth::BetterAuthVerifier;
 use crate::auth::viewer::Viewer;
-use crate::auth::{AuthService, ClientInfo};
 use crate::chat::ChatService;
 use crate::config::Settings;
 use crate::db::Database;
@@ -57,6 +64,8 @@ pub struct AppState {
     /// Fired when shutdown starts, so `/readyz` stops attracting traffic while in-flight
     /// requests drain.
     pub shutdown: CancellationToken,
+    /// Open WebSocket connections per client address.
+    pub ws_connections: ws::ConnectionCounts,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -64,18 +73,20 @@ pub fn router(state: AppState) -> Router {
     let graphiql = state.settings.introspection;
     let production = state.settings.is_production();
     let cors = cors_layer(&state.settings);
+    let body_timeout = state.settings.limits.body_timeout;
     let mut graphql = axum::routing::post(graphql_handler);
     if graphiql {
         graphql = graphql.get(graphiql_page);
     }
     let router = Router::new()
         .route("/graphql", graphql)
-        .route("/graphql/ws", get(graphql_ws))
+        .route("/graphql/ws", get(ws::handler))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state)
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .layer(cors)
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(
@@ -137,9 +148,6 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// Longest `User-Agent` recorded on a session.
-const MAX_USER_AGENT_CHARS: usize = 512;
-
 /// A request error in the GraphQL response shape, so clients parse one format.
 fn request_error(status: StatusCode, message: String) -> Response {
     let body = serde_json::json!({
@@ -182,31 +190,34 @@ async fn graphql_handler(
         }
     };
     let viewer = Viewer::from_headers(&headers, &state.auth.keys, state.better_auth.as_deref());
-    let client = ClientInfo {
-        ip: Some(peer.ip()),
-        user_agent: headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.chars().take(MAX_USER_AGENT_CHARS).collect()),
-    };
+    let client = client::client_info(peer, &headers, &state.settings.limits.trusted_proxies);
     let started = std::time::Instant::now();
     let mut request = request
         .into_inner()
         .data(viewer)
         .data(client)
         .data(SessionCheck::default());
+    if let Err(refused) = crate::graphql::limits::check(&mut request) {
+        let response = async_graphql::Response::from_errors(vec![refused]);
+        crate::metering::record_request(None, &response, started.elapsed());
+        return GraphQLResponse::from(response).into_response();
+    }
     let label = crate::metering::operation_label(&mut request);
     let mut response = state.schema.execute(request).await;
     crate::metering::record_request(label, &response, started.elapsed());
-    // Every error our resolvers raise has a code; the ones without are async-graphql's
-    // parse, validation and limit errors: all the client's to fix.
+    give_errors_a_code(&mut response);
+    GraphQLResponse::from(response).into_response()
+}
+
+/// Every error our resolvers raise has a code; the ones without are async-graphql's
+/// parse, validation and limit errors: all the client's to fix.
+pub(crate) fn give_errors_a_code(response: &mut async_graphql::Response) {
     for error in &mut response.errors {
         let extensions = error.extensions.get_or_insert_with(Default::default);
         if extensions.get("code").is_none() {
             extensions.set("code", ErrorCode::BadUserInput.as_str());
         }
     }
-    GraphQLResponse::from(response).into_response()
 }
 
 async fn graphiql_page() -> Html<String> {
@@ -216,49 +227,6 @@ async fn graphiql_page() -> Html<String> {
             .subscription_endpoint("/graphql/ws")
             .finish(),
     )
-}
-
-/// Subscriptions over graphql-transport-ws (and the older graphql-ws). The token comes in
-/// the `connection_init` payload as `{"Authorization": "Bearer …"}`.
-async fn graphql_ws(
-    State(state): State<AppState>,
-    protocol: GraphQLProtocol,
-    upgrade: WebSocketUpgrade,
-) -> Response {
-    upgrade
-        .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| {
-            let schema = state.schema.clone();
-            GraphQLWebSocket::new(socket, schema, protocol)
-                .on_connection_init(move |payload| async move {
-                    let headers = init_payload_headers(&payload);
-                    let mut data = async_graphql::Data::default();
-                    data.insert(Viewer::from_headers(
-                        &headers,
-                        &state.auth.keys,
-                        state.better_auth.as_deref(),
-                    ));
-                    data.insert(SessionCheck::default());
-                    Ok(data)
-                })
-                .serve()
-        })
-}
-
-/// `{"Authorization": "Bearer …"}` (any case, or nested under `headers`) as a header map.
-fn init_payload_headers(payload: &serde_json::Value) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    let objects = [Some(payload), payload.get("headers")];
-    for object in objects.into_iter().flatten().filter_map(|v| v.as_object()) {
-        for (key, value) in object {
-            if key.eq_ignore_ascii_case("authorization")
-                && let Some(value) = value.as_str().and_then(|v| HeaderValue::from_str(v).ok())
-            {
-                headers.insert(header::AUTHORIZATION, value);
-            }
-        }
-    }
-    headers
 }
 
 /// Readiness with per-component status. A degraded server still answers chats, so it
