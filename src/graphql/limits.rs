@@ -257,7 +257,7 @@ mod tests {
 
     #[test]
     fn nesting_is_measured_outside_strings_and_comments() {
-        assert_eq!(nesting("{ a { b(x: [1]) } }"), 3);
+        assert_eq!(nesting("{ a { b(x: [1]) } }"), 4);
         assert_eq!(nesting("{ a(s: \"{{{{\\\"{{\") # {{{{\n }"), 2);
         assert_eq!(nesting("{ a(s: \"\"\"{{{{ \\\"\"\" {{\"\"\") }"), 2);
         let deep = format!("{}{}", "{a".repeat(100_000), "}".repeat(100_000));

@@ -207,19 +207,19 @@ impl Retriever {
         let mut summary = IngestSummary::default();
         let mut plan = Vec::new();
         for root in roots {
-            let files = find_files(root).map_err(|reason| RetrievalError::Read {
+            let found = find_files(root).map_err(|reason| RetrievalError::Read {
                 path: root.display().to_string(),
                 reason,
             })?;
-            plan.push((root_key(root), files));
+            summary.skipped.extend(found.refused);
+            plan.push((root_key(root), found.files));
         }
         summary.files = plan.iter().map(|(_, files)| files.len()).sum();
         progress.start(summary.files);
         for (root, files) in plan {
             let known = self.store.files(&root).await?;
             let mut present = BTreeSet::new();
-            for file in files {
-                let path = display_path(&file);
+            for (file, path) in files {
                 present.insert(path.clone());
                 match std::fs::read(&file).map(String::from_utf8) {
                     Ok(Ok(content)) => {
@@ -239,7 +239,7 @@ impl Retriever {
                 progress.file_done(&path);
             }
             for gone in known.keys().filter(|p| !present.contains(*p)) {
-                self.store.delete_path(gone).await?;
+                self.store.delete_file(&root, gone).await?;
                 summary.removed += 1;
             }
         }
@@ -261,7 +261,7 @@ impl Retriever {
             .map(|s| s.to_string_lossy().replace(['-', '_'], " "))
             .unwrap_or_else(|| path.to_owned());
         let chunks = chunk_document(content, format, &fallback_title);
-        self.store.delete_path(path).await?;
+        self.store.delete_file(root, path).await?;
         let mut written = 0;
         for batch in chunks.chunks(EMBED_BATCH) {
             let dense = match &self.dense {
@@ -277,7 +277,7 @@ impl Retriever {
                 .map(|(i, c)| Point {
                     id: uuid::Uuid::new_v5(
                         &CHUNK_NAMESPACE,
-                        format!("{path}#{}", c.index).as_bytes(),
+                        format!("{root}\0{path}#{}", c.index).as_bytes(),
                     ),
                     sparse: self.bm25.document(&embedding_text(c)),
                     dense: dense.as_ref().map(|d| d[i].clone()),
@@ -340,18 +340,35 @@ fn display_path(path: &Path) -> String {
     text.strip_prefix("./").unwrap_or(&text).to_owned()
 }
 
-/// Supported files under `root` (or `root` itself), sorted, skipping hidden entries and
-/// `node_modules`.
-fn find_files(root: &Path) -> Result<Vec<PathBuf>, String> {
+/// What [`find_files`] found under a root.
+struct Found {
+    /// Each supported file with its path relative to the root (forward slashes), sorted.
+    files: Vec<(PathBuf, String)>,
+    /// Links that lead out of the root, as `path: why` lines for the summary.
+    refused: Vec<String>,
+}
+
+/// Supported files under `root` (or `root` itself), skipping hidden entries and
+/// `node_modules`. A symbolic link is followed only when its target lies inside the root:
+/// a link to a file elsewhere on the server would make that file quotable by anyone who
+/// can chat. Linked directories are not descended into (their files are reached, if they
+/// belong to the corpus, through their real place).
+fn find_files(root: &Path) -> Result<Found, String> {
     let meta = std::fs::metadata(root).map_err(|e| e.to_string())?;
+    let mut found = Found {
+        files: Vec::new(),
+        refused: Vec::new(),
+    };
     if meta.is_file() {
-        return Ok(if Format::of(root).is_some() {
-            vec![root.to_owned()]
-        } else {
-            vec![]
-        });
+        if Format::of(root).is_some() {
+            let name = root.file_name().map(|n| n.to_string_lossy().into_owned());
+            found
+                .files
+                .push((root.to_owned(), name.unwrap_or_default()));
+        }
+        return Ok(found);
     }
-    let mut found = Vec::new();
+    let real_root = root.canonicalize().map_err(|e| e.to_string())?;
     let mut pending = vec![root.to_owned()];
     while let Some(dir) = pending.pop() {
         for entry in std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))? {
@@ -362,14 +379,31 @@ fn find_files(root: &Path) -> Result<Vec<PathBuf>, String> {
                 continue;
             }
             let path = entry.path();
-            if entry.file_type().map_err(|e| e.to_string())?.is_dir() {
+            let relative = display_path(path.strip_prefix(root).unwrap_or(&path));
+            let kind = entry.file_type().map_err(|e| e.to_string())?;
+            if kind.is_dir() {
                 pending.push(path);
-            } else if Format::of(&path).is_some() {
-                found.push(path);
+                continue;
             }
+            if Format::of(&path).is_none() {
+                continue;
+            }
+            if kind.is_symlink() {
+                match path.canonicalize() {
+                    Ok(target) if target.starts_with(&real_root) && target.is_file() => {}
+                    Ok(target) if target.is_dir() => continue,
+                    _ => {
+                        found
+                            .refused
+                            .push(format!("{relative}: a link that leads out of the corpus"));
+                        continue;
+                    }
+                }
+            }
+            found.files.push((path, relative));
         }
     }
-    found.sort();
+    found.files.sort();
     Ok(found)
 }
 

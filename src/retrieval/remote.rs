@@ -135,11 +135,14 @@ impl VectorStore for RemoteStore {
         Ok(())
     }
 
-    async fn delete_path(&self, path: &str) -> Result<(), StoreError> {
+    async fn delete_file(&self, root: &str, path: &str) -> Result<(), StoreError> {
         self.client
             .delete_points(
                 DeletePointsBuilder::new(&self.collection)
-                    .points(Filter::must([Condition::matches("path", path.to_owned())]))
+                    .points(Filter::must([
+                        Condition::matches("root", root.to_owned()),
+                        Condition::matches("path", path.to_owned()),
+                    ]))
                     .wait(true),
             )
             .await

@@ -74,8 +74,8 @@ pub enum StoreError {
 #[async_trait::async_trait]
 pub trait VectorStore: Send + Sync {
     async fn upsert(&self, points: Vec<Point>) -> Result<(), StoreError>;
-    /// Removes every chunk of one file.
-    async fn delete_path(&self, path: &str) -> Result<(), StoreError>;
+    /// Removes every chunk of one file: `path` (relative) under `root`.
+    async fn delete_file(&self, root: &str, path: &str) -> Result<(), StoreError>;
     /// `path → fileHash` of every file indexed under `root`.
     async fn files(&self, root: &str) -> Result<HashMap<String, String>, StoreError>;
     async fn search(&self, query: QueryVectors, limit: usize) -> Result<Vec<Hit>, StoreError>;
@@ -162,10 +162,14 @@ fn engine(e: impl std::fmt::Display) -> StoreError {
 }
 
 fn match_keyword(field: &str, value: &str) -> Filter {
-    Filter::new_must(Condition::Field(FieldCondition::new_match(
+    Filter::new_must(keyword(field, value))
+}
+
+fn keyword(field: &str, value: &str) -> Condition {
+    Condition::Field(FieldCondition::new_match(
         field.try_into().expect("a plain field name is a JSON path"),
         Match::new_value(ValueVariants::String(value.to_owned())),
-    )))
+    ))
 }
 
 fn nearest(using: &str, query: VectorInternal) -> ScoringQuery {
@@ -201,8 +205,12 @@ impl VectorStore for EmbeddedStore {
         .await
     }
 
-    async fn delete_path(&self, path: &str) -> Result<(), StoreError> {
-        let filter = match_keyword("path", path);
+    async fn delete_file(&self, root: &str, path: &str) -> Result<(), StoreError> {
+        let mut filter = match_keyword("root", root);
+        filter
+            .must
+            .get_or_insert_with(Vec::new)
+            .push(keyword("path", path));
         self.run(move |shard| {
             shard
                 .update(UpdateOperation::PointOperation(

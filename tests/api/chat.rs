@@ -3,12 +3,9 @@
 
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use lectern::entities::{conversation, message};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder};
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::fake_llm::{FakeLlm, Mode};
 use crate::helpers::{
@@ -295,6 +292,11 @@ async fn a_model_writes_grounded_answers_from_passages_history_and_selection() {
         follow_up.last().unwrap()["content"],
         "Explain this sentence"
     );
+    // Reader text travels in user messages only.
+    for message in follow_up.iter().filter(|m| m["role"] == "system") {
+        let content = message["content"].as_str().unwrap();
+        assert!(!content.contains("The keepers wound") && !content.contains("Explain this"));
+    }
     let health = app.graphql("{ health { llm } }", json!({})).await;
     assert_eq!(health["data"]["health"]["llm"], "UP");
     app.shutdown().await;
@@ -351,64 +353,24 @@ async fn a_model_that_stalls_is_timed_out_and_replaced_by_the_extract() {
     app.shutdown().await;
 }
 
-/// A graphql-transport-ws client: connects, sends `connection_init` (with a token when
-/// given), subscribes to `chatStream`, and returns the socket.
+/// Connects over graphql-transport-ws (with a token when given) and subscribes to
+/// `chatStream` under id 1.
 pub(crate) async fn subscribe(
     app: &TestApp,
     token: Option<&str>,
     input: Value,
-) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
-    let mut request = format!("ws://{}/graphql/ws", app.addr)
-        .into_client_request()
-        .unwrap();
-    request.headers_mut().insert(
-        "sec-websocket-protocol",
-        "graphql-transport-ws".parse().unwrap(),
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-    let payload = match token {
-        Some(t) => json!({ "Authorization": format!("Bearer {t}") }),
-        None => json!({}),
-    };
-    socket
-        .send(WsMessage::text(
-            json!({ "type": "connection_init", "payload": payload }).to_string(),
-        ))
-        .await
-        .unwrap();
-    let ack = next_json(&mut socket).await;
-    assert_eq!(ack["type"], "connection_ack", "{ack}");
+) -> crate::ws::Socket {
+    let mut socket = crate::ws::connect(&app.addr.to_string(), token).await;
     let query = "subscription($input: ChatInput!) { chatStream(input: $input) {
         __typename
         ... on ChatSources { sources { path } }
         ... on ChatDelta { delta }
         ... on ChatCompleted { answer conversation { id } } } }";
-    socket
-        .send(WsMessage::text(
-            json!({ "id": "1", "type": "subscribe", "payload": { "query": query, "variables": { "input": input } } })
-                .to_string(),
-        ))
-        .await
-        .unwrap();
+    crate::ws::subscribe(&mut socket, "1", query, json!({ "input": input })).await;
     socket
 }
 
-pub(crate) async fn next_json(
-    socket: &mut tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
-) -> Value {
-    loop {
-        let message = tokio::time::timeout(Duration::from_secs(15), socket.next())
-            .await
-            .expect("a message within 15 s")
-            .expect("the socket stays open")
-            .unwrap();
-        if let WsMessage::Text(text) = message {
-            return serde_json::from_str(&text).unwrap();
-        }
-    }
-}
+pub(crate) use crate::ws::next as next_json;
 
 #[tokio::test]
 async fn chat_stream_sends_sources_then_deltas_then_completed() {

@@ -166,7 +166,7 @@ impl TestApp {
 pub async fn register(app: &TestApp, email: &str, password: &str) -> Value {
     let response = app
         .graphql(
-            "mutation($input: RegisterInput!) { register(input: $input) { accessToken refreshToken expiresAt user { id email name } } }",
+            "mutation($input: RegisterInput!) { register(input: $input) { accessToken refreshToken expiresAt deviceToken user { id email name } } }",
             json!({ "input": { "email": email, "password": password, "name": "Reader" } }),
         )
         .await;

@@ -217,8 +217,9 @@ async fn metrics_are_served_in_prometheus_format() {
     .await;
 }
 
-/// The logs of a whole session (register, failed and good logins, me, refresh, chat,
-/// logout), at debug level, in JSON, hold no password, hash, token or secret.
+/// The logs of a whole session (register, failed and good logins, me, refresh, chat over
+/// HTTP and over a WebSocket, logout), at trace level, in JSON, hold no password, hash,
+/// token or secret.
 #[test]
 fn logs_of_a_full_session_hold_no_secret() {
     const SECRET: &str = "a-jwt-secret-that-is-long-enough-for-production-use";
@@ -230,7 +231,7 @@ fn logs_of_a_full_session_hold_no_secret() {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("BIND_ADDR", "127.0.0.1:0")
         .env("LOG_FORMAT", "json")
-        .env("RUST_LOG", "debug")
+        .env("RUST_LOG", "trace")
         .env("JWT_SECRET", SECRET)
         .env("CORPUS_DIR", crate::helpers::CORPUS)
         .stdin(Stdio::null())
@@ -279,18 +280,24 @@ fn logs_of_a_full_session_hold_no_secret() {
         .await;
         assert!(up);
         let input = json!({ "email": "logs@example.com", "password": PASSWORD, "name": "Logs" });
-        let registered = call(None, "mutation($i: RegisterInput!) { register(input: $i) { accessToken refreshToken } }", json!({ "i": input })).await;
+        let registered = call(None, "mutation($i: RegisterInput!) { register(input: $i) { accessToken refreshToken deviceToken } }", json!({ "i": input })).await;
         let wrong = call(None, "mutation { login(input: {email: \"logs@example.com\", password: \"wrong horse battery staple\"}) { accessToken } }", json!({})).await;
         assert_eq!(error_codes(&wrong), ["INVALID_CREDENTIALS"]);
-        let login = call(None, "mutation { login(input: {email: \"logs@example.com\", password: \"correct horse battery\"}) { accessToken refreshToken } }", json!({})).await;
+        let login = call(None, "mutation { login(input: {email: \"logs@example.com\", password: \"correct horse battery\"}) { accessToken refreshToken deviceToken } }", json!({})).await;
         let access = login["data"]["login"]["accessToken"].as_str().unwrap().to_owned();
         let refresh = login["data"]["login"]["refreshToken"].as_str().unwrap().to_owned();
         call(Some(access.clone()), "{ me { id } }", json!({})).await;
         let refreshed = call(None, "mutation($t: String!) { refreshSession(refreshToken: $t) { accessToken refreshToken } }", json!({ "t": refresh })).await;
         let chat = call(Some(access.clone()), "mutation { chat(input: {message: \"What causes neap tides?\"}) { conversation { id } } }", json!({})).await;
         assert!(chat["data"]["chat"]["conversation"]["id"].is_string(), "{chat}");
+        let mut socket = crate::ws::connect(&address, Some(&access)).await;
+        crate::ws::send(&mut socket, json!({ "id": "1", "type": "subscribe", "payload": { "query": "subscription { chatStream(input: {message: \"What causes neap tides?\"}) { __typename } }" } })).await;
+        while crate::ws::next(&mut socket).await["type"] != "complete" {}
         call(Some(access.clone()), "mutation { logout }", json!({})).await;
         let mut secrets = vec![access, refresh];
+        for payload in [&registered["data"]["register"], &login["data"]["login"]] {
+            secrets.push(payload["deviceToken"].as_str().unwrap().to_owned());
+        }
         for payload in [&registered["data"]["register"], &refreshed["data"]["refreshSession"]] {
             for key in ["accessToken", "refreshToken"] {
                 secrets.push(payload[key].as_str().unwrap().to_owned());
