@@ -83,9 +83,12 @@ pub async fn spawn_app_with_url(
         ("DATA_DIR".into(), data_dir.path().display().to_string()),
         ("JWT_SECRET".into(), JWT_SECRET.into()),
         ("CORPUS_DIR".into(), CORPUS.into()),
-        // Every test comes from 127.0.0.1 at once; the rate-limit test turns these on.
+        // Every test comes from 127.0.0.1 at once; the rate-limit and quota tests turn
+        // these on.
         ("AUTH_RATE_LIMIT_PER_IP".into(), "0".into()),
         ("AUTH_RATE_LIMIT_PER_EMAIL".into(), "0".into()),
+        ("CHAT_RATE_LIMIT_PER_IP".into(), "0".into()),
+        ("CHAT_RATE_LIMIT_PER_READER".into(), "0".into()),
     ]);
     if let Some(url) = database_url {
         env.insert("DATABASE_URL".into(), url.into());
