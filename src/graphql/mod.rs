@@ -18,9 +18,10 @@ use crate::chat::ChatService;
 use crate::config::Settings;
 use crate::db::Database;
 
-/// Deepest selection accepted: enough for conversations → edges → node → messages → edges
-/// → node → sources with room to spare, not enough for abuse.
-pub const MAX_DEPTH: usize = 12;
+/// Deepest selection accepted: GraphiQL's introspection query (graphql-js's, with its
+/// nine nested `ofType`) reaches 15; a history page with its messages and sources about
+/// 8.
+pub const MAX_DEPTH: usize = 16;
 /// Largest query cost accepted, where list fields cost their page size times their
 /// children.
 pub const MAX_COMPLEXITY: usize = 2_000;

@@ -4,8 +4,10 @@
 //! - [`serve`]: the accept loop (connection cap, header and idle timeouts).
 //! - [`client`]: the client's address through trusted proxies.
 //! - [`ws`]: GraphQL over WebSocket (graphql-transport-ws).
+//! - [`graphiql`]: the GraphiQL page and its embedded assets.
 
 pub mod client;
+pub mod graphiql;
 pub mod serve;
 pub mod ws;
 
@@ -13,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::ParseRequestError;
-use async_graphql::http::GraphiQLSource;
 use async_graphql_axum::rejection::GraphQLRejection;
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::Router;
@@ -21,7 +22,7 @@ use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, header};
-use axum::response::{Html, IntoResponse, Json, Response};
+use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -75,10 +76,15 @@ pub fn router(state: AppState) -> Router {
     let cors = cors_layer(&state.settings);
     let body_timeout = state.settings.limits.body_timeout;
     let mut graphql = axum::routing::post(graphql_handler);
+    let mut router = Router::new();
     if graphiql {
-        graphql = graphql.get(graphiql_page);
+        graphql = graphql.get(graphiql::page);
+        router = router.route(
+            &format!("{}/{{file}}", graphiql::ASSETS),
+            get(graphiql::asset),
+        );
     }
-    let router = Router::new()
+    let router = router
         .route("/graphql", graphql)
         .route("/graphql/ws", get(ws::handler))
         .route("/healthz", get(|| async { "ok" }))
@@ -105,13 +111,13 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid));
-    with_security_headers(router, graphiql, production)
+    with_security_headers(router, production)
 }
 
 /// Headers that keep browsers from sniffing, framing or leaking referrers; HSTS in
-/// production (served over HTTPS behind a proxy); a closed CSP unless GraphiQL (which
-/// loads its scripts) is served.
-fn with_security_headers(router: Router, graphiql: bool, production: bool) -> Router {
+/// production (served over HTTPS behind a proxy); a closed CSP on everything but the
+/// GraphiQL page, which sets its own (scripts from this origin only).
+fn with_security_headers(router: Router, production: bool) -> Router {
     let optional = |on: bool, value: &'static str| on.then(|| HeaderValue::from_static(value));
     router
         .layer(SetResponseHeaderLayer::if_not_present(
@@ -132,7 +138,7 @@ fn with_security_headers(router: Router, graphiql: bool, production: bool) -> Ro
         ))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::CONTENT_SECURITY_POLICY,
-            optional(!graphiql, "default-src 'none'; frame-ancestors 'none'"),
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
         ))
 }
 
@@ -218,15 +224,6 @@ pub(crate) fn give_errors_a_code(response: &mut async_graphql::Response) {
             extensions.set("code", ErrorCode::BadUserInput.as_str());
         }
     }
-}
-
-async fn graphiql_page() -> Html<String> {
-    Html(
-        GraphiQLSource::build()
-            .endpoint("/graphql")
-            .subscription_endpoint("/graphql/ws")
-            .finish(),
-    )
 }
 
 /// Readiness with per-component status. A degraded server still answers chats, so it

@@ -5,6 +5,7 @@ mod accounts;
 mod chat;
 mod fake_llm;
 mod foundation;
+mod graphiql;
 mod helpers;
 mod history;
 mod hostile;
