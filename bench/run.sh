@@ -3,6 +3,9 @@
 #
 #   bench/run.sh [scenario…]      (default: history saturation login chat down)
 #
+# Also: `healthz` (/healthz alone) and `hostile` (a flood of the security review's hostile
+# documents beside the same /healthz readers), run as `bench/run.sh healthz hostile`.
+#
 # Starts its own PostgreSQL cluster under $BENCH_DIR (kept between runs, so the 10k-reader
 # dataset is seeded once), starts the release server against it, seeds, runs each goose
 # scenario and prints its table plus the server's peak RSS. Everything shares this machine.
@@ -88,9 +91,11 @@ if [ "$readers" -lt "$READERS" ]; then
 fi
 
 peak_rss() { awk '/VmHWM/ {printf "%.0f MiB", $2/1024}' "/proc/$server_pid/status"; }
+rss() { awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' "/proc/$server_pid/status"; }
 for scenario in "${scenarios[@]}"; do
   if [ "$scenario" = down ]; then pg_stop; sleep 3; fi
+  echo "server RSS before $scenario: $(rss)"
   "$TARGET/release/lectern-bench" "$scenario"
-  echo "server peak RSS so far: $(peak_rss)"
+  echo "server RSS after $scenario: $(rss); peak so far: $(peak_rss)"
   if [ "$scenario" = down ]; then pg_start; fi
 done

@@ -242,6 +242,62 @@ fn history_mix(think: (u64, u64)) -> Result<Scenario, GooseError> {
         .register_transaction(transaction!(read_me).set_sequence(3)))
 }
 
+/// The documents of the security review, each of which once cost seconds of CPU or
+/// gigabytes of memory: nested fragment spreads (the report's exact 840 bytes, and a
+/// shallower 1,024-field one), 1,500 aliases, and brackets nested 60,000 deep.
+fn hostile_documents() -> &'static [Value] {
+    static DOCUMENTS: OnceLock<Vec<Value>> = OnceLock::new();
+    DOCUMENTS.get_or_init(|| {
+        let doubling = |levels: usize| {
+            let mut query = String::from("{ ...F0 }");
+            for i in 0..levels {
+                query.push_str(&format!(" fragment F{i} on Query {{ ...F{} ...F{} }}", i + 1, i + 1));
+            }
+            query.push_str(&format!(" fragment F{levels} on Query {{ __typename }}"));
+            query
+        };
+        let aliases: String = (0..1_500).map(|i| format!("a{i}: __typename ")).collect();
+        let deep = format!("{}{}", "{a".repeat(60_000), "}".repeat(60_000));
+        [doubling(23), doubling(10), format!("{{ {aliases} }}"), deep]
+            .into_iter()
+            .map(|query| json!({ "query": query }))
+            .collect()
+    })
+}
+
+/// One hostile document; the answer must be the refusal, `BAD_USER_INPUT`.
+async fn hostile(user: &mut GooseUser) -> TransactionResult {
+    let documents = hostile_documents();
+    let body = &documents[rand::rng().random_range(0..documents.len())];
+    let builder = user.get_request_builder(&GooseMethod::Post, "/graphql")?;
+    let request = GooseRequest::builder()
+        .set_request_builder(builder.json(body))
+        .name("hostile document")
+        .build();
+    let mut goose = user.request(request).await?;
+    let answer: Value = match goose.response {
+        Ok(response) => response.json().await.unwrap_or(Value::Null),
+        Err(_) => return Ok(()),
+    };
+    if answer["errors"][0]["extensions"]["code"] != "BAD_USER_INPUT" {
+        let body = answer.to_string();
+        user.set_failure("not refused", &mut goose.request, None, Some(&body))?;
+    }
+    Ok(())
+}
+
+async fn healthz(user: &mut GooseUser) -> TransactionResult {
+    user.get("/healthz").await?;
+    Ok(())
+}
+
+/// Readers of `/healthz`, one request every 50 ms each: the latency the flood must not move.
+fn health_probe() -> Result<Scenario, GooseError> {
+    Ok(scenario!("Healthz")
+        .set_wait_time(Duration::from_millis(50), Duration::from_millis(50))?
+        .register_transaction(transaction!(healthz)))
+}
+
 fn percentile(data: &GooseRequestMetricTimingData, q: f64) -> usize {
     let total: usize = data.times.values().sum();
     let wanted = ((total as f64) * q).ceil() as usize;
@@ -398,7 +454,19 @@ async fn main() -> Result<(), GooseError> {
                     .register_transaction(transaction!(ask)),
             ],
         ),
-        other => panic!("unknown scenario {other}: history|saturation|login|chat|down"),
+        // `/healthz` alone, then with a flood of hostile documents beside it.
+        "healthz" => (10, 10, vec![health_probe()?]),
+        "hostile" => (
+            60,
+            60,
+            vec![
+                scenario!("Hostile")
+                    .set_weight(5)?
+                    .register_transaction(transaction!(hostile)),
+                health_probe()?.set_weight(1)?,
+            ],
+        ),
+        other => panic!("unknown scenario {other}: history|saturation|login|chat|down|healthz|hostile"),
     };
 
     // A login storm keeps a deep queue, so goose's own count includes the logins that
