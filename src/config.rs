@@ -78,6 +78,11 @@ pub struct Limits {
     /// Sign-ins and registrations waiting for or running a password hash at most; past
     /// it they are refused at once instead of queueing for seconds.
     pub hash_queue: u32,
+    /// How long an exchanged refresh token may be presented again (a concurrent refresh)
+    /// before its reuse revokes the session.
+    pub refresh_reuse_grace: std::time::Duration,
+    /// How long shutdown waits for chat turns in flight to be answered and stored.
+    pub shutdown_timeout: std::time::Duration,
 }
 
 /// How to reach the database and how much of it to use.
@@ -440,6 +445,13 @@ impl Limits {
                 1..=100_000,
                 "an integer from 1 to 100000",
             )?,
+            refresh_reuse_grace: std::time::Duration::from_secs(u64::from(count(
+                "REFRESH_REUSE_GRACE_SECS",
+                10,
+                0..=300,
+                "whole seconds from 0 (off) to 300",
+            )?)),
+            shutdown_timeout: seconds("SHUTDOWN_TIMEOUT_SECS", 30)?,
         })
     }
 }

@@ -13,7 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use migration::{Migrator, MigratorTrait};
-use sea_orm::{ConnectOptions, DatabaseConnection, DbErr, RuntimeErr};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, RuntimeErr,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+};
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -33,8 +36,11 @@ const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(3);
 /// How often a healthy database is probed, to notice an outage nobody's query hit.
 const PROBE_INTERVAL: Duration = Duration::from_secs(2);
-/// Upper bound of one probe, including migrations on first contact.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Upper bound of applying migrations on first contact, the wait for another replica's
+/// migrations included.
+const MIGRATE_TIMEOUT: Duration = Duration::from_secs(300);
+/// The PostgreSQL advisory lock replicas take turns on to migrate ("lectern" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6c65_6374_6572_6e;
 /// Upper bound of the probe's ping, on its own connection: a live database answers in
 /// milliseconds, so a second of silence is an outage (or a database too slow to use).
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
@@ -245,16 +251,27 @@ impl Database {
 
     /// Runs until `shutdown` fires: probes, migrates on first contact, tracks availability
     /// and logs every transition (connecting, connected, lost, recovered).
-    pub async fn supervise(self, shutdown: CancellationToken) {
+    ///
+    /// Returns an error, after logging it once, when the schema cannot be migrated for a
+    /// reason other than reaching the database (a table in the way with other columns,
+    /// say): no retry will fix that, so the server stops instead of answering
+    /// `DATABASE_UNAVAILABLE` for ever.
+    pub async fn supervise(self, shutdown: CancellationToken) -> Result<(), DbErr> {
         let mut migrated = false;
         let mut backoff = BACKOFF_START;
         let mut failures: u32 = 0;
         tracing::info!(backend = ?self.inner.kind, "connecting to the database");
         loop {
-            let outcome = tokio::time::timeout(PROBE_TIMEOUT, self.probe(&mut migrated)).await;
+            let outcome = self.probe(&mut migrated).await;
             let previous = self.availability();
             let delay = match outcome {
-                Ok(Ok(())) => {
+                Err(Probe::Schema(e)) => {
+                    tracing::error!(error = %e, "the database schema cannot be migrated; fix the database or run `lectern migrate` to see why, then start again");
+                    self.inner.conn.close_by_ref().await.ok();
+                    self.inner.probe.close_by_ref().await.ok();
+                    return Err(e);
+                }
+                Ok(()) => {
                     self.inner.state.send_replace(Availability::Up);
                     match previous {
                         Availability::Connecting => tracing::info!("database connected"),
@@ -267,11 +284,7 @@ impl Database {
                     backoff = BACKOFF_START;
                     PROBE_INTERVAL
                 }
-                failed => {
-                    let reason = match failed {
-                        Ok(Err(e)) => e.to_string(),
-                        _ => format!("no answer within {PROBE_TIMEOUT:?}"),
-                    };
+                Err(Probe::Unreachable(reason)) => {
                     self.inner.state.send_replace(Availability::Down);
                     failures += 1;
                     if previous == Availability::Up {
@@ -294,23 +307,61 @@ impl Database {
         self.inner.conn.close_by_ref().await.ok();
         self.inner.probe.close_by_ref().await.ok();
         tracing::info!("database pool closed");
+        Ok(())
     }
 
-    async fn probe(&self, migrated: &mut bool) -> Result<(), DbErr> {
+    async fn probe(&self, migrated: &mut bool) -> Result<(), Probe> {
         match tokio::time::timeout(PING_TIMEOUT, self.inner.probe.ping()).await {
-            Ok(answer) => answer?,
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Probe::Unreachable(e.to_string())),
             Err(_) => {
-                return Err(DbErr::Custom(format!(
+                return Err(Probe::Unreachable(format!(
                     "no answer to a ping within {PING_TIMEOUT:?}"
                 )));
             }
         }
         if !*migrated {
-            run_migrations(&self.inner.conn).await?;
+            match tokio::time::timeout(MIGRATE_TIMEOUT, self.migrate()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) if is_connection_error(&e) || is_pool_timeout(&e) => {
+                    return Err(Probe::Unreachable(e.to_string()));
+                }
+                Ok(Err(e)) => return Err(Probe::Schema(e)),
+                Err(_) => {
+                    return Err(Probe::Unreachable(format!(
+                        "migrations did not finish within {MIGRATE_TIMEOUT:?}"
+                    )));
+                }
+            }
             *migrated = true;
         }
         Ok(())
     }
+
+    /// Applies pending migrations. On PostgreSQL, replicas that start together take turns
+    /// through an advisory lock held on the probe's own connection for the duration, so
+    /// two never create the same table at once (which failed one of them with a
+    /// duplicate key in `pg_type`); the one that waited then finds nothing to do.
+    pub async fn migrate(&self) -> Result<(), DbErr> {
+        if self.inner.kind != DatabaseKind::Postgres {
+            return run_migrations(&self.inner.conn).await;
+        }
+        let lock = self.inner.probe.begin().await?;
+        lock.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
+            .await?;
+        let migrated = run_migrations(&self.inner.conn).await;
+        // Ending the transaction releases the lock (also if the connection drops).
+        lock.commit().await?;
+        migrated
+    }
+}
+
+/// Why a probe did not succeed.
+enum Probe {
+    /// The database could not be reached (or not in time): retry.
+    Unreachable(String),
+    /// It was reached, but its schema cannot be migrated: retrying will not help.
+    Schema(DbErr),
 }
 
 /// What both pools share: the URL, lazy connection, idle reaping, no statement logging.
@@ -322,8 +373,33 @@ fn pool_options(settings: &DatabaseSettings, max: u32, acquire: Duration) -> Con
         .acquire_timeout(acquire)
         .idle_timeout(Duration::from_secs(300))
         .connect_lazy(true)
-        .sqlx_logging(false);
+        .sqlx_logging(false)
+        // SQLite only (PostgreSQL ignores it): WAL lets readers carry on beside the one
+        // writer, and a writer that finds the lock taken waits for it instead of failing
+        // with "database is locked".
+        .map_sqlx_sqlite_opts(|sqlite| {
+            sqlite
+                .journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                .busy_timeout(SQLITE_BUSY_TIMEOUT)
+        });
     options
+}
+
+/// How long a SQLite writer waits for the write lock.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Starts a transaction that will write. On SQLite it takes the write lock up front
+/// (`BEGIN IMMEDIATE`): a transaction that reads first and upgrades its lock later cannot
+/// wait for the lock (SQLite refuses at once to avoid a deadlock), which under 20
+/// concurrent refreshes failed 17 of them. On PostgreSQL it is a plain `BEGIN`.
+pub async fn begin_write(
+    conn: &impl TransactionTrait<Transaction = DatabaseTransaction>,
+) -> Result<DatabaseTransaction, DbErr> {
+    conn.begin_with_options(TransactionOptions {
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+        ..Default::default()
+    })
+    .await
 }
 
 /// Applies every pending migration. On PostgreSQL each migration runs in its own

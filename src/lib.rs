@@ -29,6 +29,7 @@ pub mod telemetry;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
@@ -117,6 +118,7 @@ impl Application {
                 &jwt_secret,
             ),
             sessions: auth::SessionEvents::default(),
+            reuse_grace: settings.limits.refresh_reuse_grace,
         };
         let better_auth = settings
             .better_auth_secret
@@ -140,6 +142,7 @@ impl Application {
             generator,
             history_limit: settings.history_limit,
             quotas,
+            turns: tokio_util::task::TaskTracker::new(),
         });
         let settings = Arc::new(settings);
         let schema =
@@ -154,7 +157,9 @@ impl Application {
                 auth: Arc::new(auth),
                 better_auth,
                 shutdown: CancellationToken::new(),
+                stopping: CancellationToken::new(),
                 ws_connections: http::ws::ConnectionCounts::default(),
+                websockets: tokio_util::task::TaskTracker::new(),
             },
         })
     }
@@ -169,30 +174,81 @@ impl Application {
         self.state.db.clone()
     }
 
-    /// Serves until `stop` resolves, then lets in-flight requests finish, stops the
-    /// database supervisor and closes the pool.
+    /// Serves until `stop` resolves, then drains: `/readyz` answers 503 while the
+    /// listener still accepts, chat turns in flight are answered and stored (for at most
+    /// `SHUTDOWN_TIMEOUT_SECS`), WebSockets are closed (1001) once they have had their
+    /// last event, in-flight requests finish, and only then is the pool closed.
     pub async fn run_until(
         self,
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let shutdown = self.state.shutdown.clone();
-        let supervisor = tokio::spawn(self.state.db.clone().supervise(shutdown.clone()));
+        let draining = self.state.shutdown.clone();
+        let stopping = self.state.stopping.clone();
+        let supervisor_stop = CancellationToken::new();
+        let supervisor = tokio::spawn(self.state.db.clone().supervise(supervisor_stop.clone()));
         tracing::info!(address = %self.local_addr(), "listening; GraphQL at /graphql");
-        let limits = self.state.settings.clone();
+        let settings = self.state.settings.clone();
+        let turns = self.state.chat.turns.clone();
+        let websockets = self.state.websockets.clone();
         let app = http::router(self.state);
-        let signal = {
-            let shutdown = shutdown.clone();
+        // Resolves when the listener should close: after the drain, or at once when the
+        // supervisor gave up on the schema.
+        let listener_closes = {
+            let (draining, stopping) = (draining.clone(), stopping.clone());
+            let timeout = settings.limits.shutdown_timeout;
             async move {
-                stop.await;
-                shutdown.cancel();
+                tokio::select! {
+                    () = stop => {}
+                    () = draining.cancelled() => {}
+                }
+                draining.cancel();
+                tracing::info!(
+                    turns = turns.len(),
+                    "draining: finishing the chat turns in flight"
+                );
+                turns.close();
+                if tokio::time::timeout(timeout, turns.wait()).await.is_err() {
+                    tracing::warn!(
+                        turns = turns.len(),
+                        "shutdown timeout: turns still running are cut off"
+                    );
+                }
+                stopping.cancel();
             }
         };
-        let served = http::serve::serve(self.listener, app, &limits.limits, signal).await;
-        shutdown.cancel();
-        if let Err(e) = supervisor.await {
-            tracing::error!(error = %e, "database supervisor ended abnormally");
+        let served = http::serve::serve(self.listener, app, &settings.limits, listener_closes);
+        tokio::pin!(served);
+        let mut supervisor = supervisor;
+        // The supervisor ends early only when the schema cannot be migrated: then the
+        // server stops too, rather than answering DATABASE_UNAVAILABLE for ever.
+        let (served, supervised) = tokio::select! {
+            served = &mut served => {
+                supervisor_stop.cancel();
+                (served, supervisor.await)
+            }
+            supervised = &mut supervisor => {
+                draining.cancel();
+                (served.await, supervised)
+            }
+        };
+        websockets.close();
+        if tokio::time::timeout(Duration::from_secs(5), websockets.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("WebSocket connections still open at shutdown are cut off");
+        }
+        served?;
+        match supervised {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return Err(std::io::Error::other(format!(
+                    "the database schema cannot be migrated: {e}"
+                )));
+            }
+            Err(e) => tracing::error!(error = %e, "database supervisor ended abnormally"),
         }
         tracing::info!("stopped");
-        served
+        Ok(())
     }
 }

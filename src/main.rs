@@ -147,14 +147,12 @@ async fn migrate(settings: Settings) -> anyhow::Result<()> {
     db.connection().ping().await.map_err(|e| {
         anyhow::anyhow!("cannot reach the database at DATABASE_URL ({e}); nothing was changed")
     })?;
-    lectern::db::run_migrations(db.connection())
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "migrations stopped ({e}); the schema is at the last completed migration, \
+    db.migrate().await.map_err(|e| {
+        anyhow::anyhow!(
+            "migrations stopped ({e}); the schema is at the last completed migration, \
                  run `lectern migrate` again once the database is reachable"
-            )
-        })?;
+        )
+    })?;
     tracing::info!("database is up to date");
     Ok(())
 }

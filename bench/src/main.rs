@@ -251,7 +251,11 @@ fn hostile_documents() -> &'static [Value] {
         let doubling = |levels: usize| {
             let mut query = String::from("{ ...F0 }");
             for i in 0..levels {
-                query.push_str(&format!(" fragment F{i} on Query {{ ...F{} ...F{} }}", i + 1, i + 1));
+                query.push_str(&format!(
+                    " fragment F{i} on Query {{ ...F{} ...F{} }}",
+                    i + 1,
+                    i + 1
+                ));
             }
             query.push_str(&format!(" fragment F{levels} on Query {{ __typename }}"));
             query
@@ -466,7 +470,9 @@ async fn main() -> Result<(), GooseError> {
                 health_probe()?.set_weight(1)?,
             ],
         ),
-        other => panic!("unknown scenario {other}: history|saturation|login|chat|down|healthz|hostile"),
+        other => {
+            panic!("unknown scenario {other}: history|saturation|login|chat|down|healthz|hostile")
+        }
     };
 
     // A login storm keeps a deep queue, so goose's own count includes the logins that

@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
-    QueryFilter, QuerySelect, SqlErr, TransactionTrait,
+    QueryFilter, QuerySelect, SqlErr,
 };
 
 use crate::entities::{account, refresh_token, session, user};
@@ -69,6 +69,9 @@ pub struct AuthService {
     pub limits: AuthRateLimits,
     /// Announces sessions this process ended, so WebSockets riding on them close.
     pub sessions: SessionEvents,
+    /// How long after a refresh the same refresh token may be presented again without
+    /// revoking the session (`REFRESH_REUSE_GRACE_SECS`).
+    pub reuse_grace: Duration,
 }
 
 /// Sessions ended by this process (logout, refresh-token reuse), announced by
@@ -146,7 +149,7 @@ impl AuthService {
             created_at: now,
             updated_at: now,
         };
-        let txn = conn.begin().await?;
+        let txn = crate::db::begin_write(conn).await?;
         let inserted = user::Entity::insert(user::ActiveModel::from(user.clone()))
             .exec_without_returning(&txn)
             .await;
@@ -237,7 +240,7 @@ impl AuthService {
             }
             Verified::Yes => {}
         }
-        let txn = conn.begin().await?;
+        let txn = crate::db::begin_write(conn).await?;
         let mut issued = self.start_session(&txn, user, &client).await?;
         txn.commit().await?;
         issued.device_token = Some(self.limits.device_token(email.as_str()));
@@ -257,7 +260,7 @@ impl AuthService {
             return Err(AuthError::InvalidSession);
         }
         let digest = tokens::digest(refresh_token);
-        let txn = conn.begin().await?;
+        let txn = crate::db::begin_write(conn).await?;
         let Some(record) = refresh_token::Entity::find_by_id(digest.clone())
             .one(&txn)
             .await?
@@ -274,7 +277,7 @@ impl AuthService {
             .await?
             .rows_affected
             == 1;
-        if !claimed {
+        if !claimed && !self.rotated_within_grace(&txn, &digest).await? {
             session::Entity::delete_by_id(record.session_id.clone())
                 .exec(&txn)
                 .await?;
@@ -317,6 +320,26 @@ impl AuthService {
             user,
             device_token: None,
         })
+    }
+
+    /// Whether the token was exchanged moments ago: a client that refreshed twice at
+    /// once (two tabs, a retried request) is given a pair of its own for the same session
+    /// instead of having it revoked, as Auth0's reuse interval does. Later reuse still
+    /// means the token was copied.
+    async fn rotated_within_grace(
+        &self,
+        txn: &impl ConnectionTrait,
+        digest: &str,
+    ) -> Result<bool, DbErr> {
+        if self.reuse_grace.is_zero() {
+            return Ok(false);
+        }
+        let rotated_at = refresh_token::Entity::find_by_id(digest.to_owned())
+            .one(txn)
+            .await?
+            .and_then(|token| token.rotated_at);
+        let grace = chrono::Duration::from_std(self.reuse_grace).unwrap_or_default();
+        Ok(rotated_at.is_some_and(|at| Utc::now() - at <= grace))
     }
 
     async fn start_session(

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_util::task::TaskTracker;
 
 use crate::auth::rate_limit::Limiter;
 
@@ -162,6 +163,9 @@ pub struct ChatService {
     pub generator: Arc<Generator>,
     pub history_limit: u32,
     pub quotas: ChatQuotas,
+    /// Every turn in flight, so shutdown can wait for them to be answered and stored
+    /// before the database pool closes.
+    pub turns: TaskTracker,
 }
 
 /// What one asker may cost: turns per minute per client address (anonymous readers) and
@@ -230,7 +234,7 @@ impl ChatService {
         let (events, receiver) = mpsc::unbounded_channel();
         let service = self.clone();
         let span = tracing::info_span!("chat_turn", signed_in = matches!(asker, Asker::Reader(_)));
-        tokio::spawn(tracing::Instrument::instrument(
+        self.turns.spawn(tracing::Instrument::instrument(
             async move {
                 let _model_call = model_call;
                 // Sends fail only when the client went away; the turn carries on.

@@ -118,6 +118,11 @@ impl From<ChatError> for ApiError {
     }
 }
 
+/// Longest a chat waits to learn whose session it carries. A live database answers in
+/// milliseconds; past this the turn is answered as unverified rather than waiting out
+/// `DATABASE_TIMEOUT_MS` (an immediate PostgreSQL stop is only known after that).
+const SESSION_CHECK: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Checks the input, works out who asks and counts the turn against their quota, before
 /// anything is retrieved.
 async fn begin(ctx: &Context<'_>, input: ChatInput) -> Result<Turn, ApiError> {
@@ -129,11 +134,15 @@ async fn begin(ctx: &Context<'_>, input: ChatInput) -> Result<Turn, ApiError> {
     .map_err(ApiError::BadUserInput)?;
     let asker = match viewer(ctx) {
         Viewer::Anonymous => Asker::Anonymous,
-        _ => match current_user_id(ctx).await {
-            Ok(user_id) => Asker::Reader(user_id),
-            // Answers flow during an outage; only storing the turn is impossible.
-            Err(ApiError::DatabaseUnavailable) => Asker::Unverified,
-            Err(other) => return Err(other),
+        _ => match tokio::time::timeout(SESSION_CHECK, current_user_id(ctx)).await {
+            Ok(Ok(user_id)) => Asker::Reader(user_id),
+            // Answers flow during an outage, and while the database is too slow to say
+            // who asks (an outage not known yet looks like that); only storing the turn
+            // is impossible.
+            Ok(Err(ApiError::DatabaseUnavailable | ApiError::DatabaseBusy)) | Err(_) => {
+                Asker::Unverified
+            }
+            Ok(Err(other)) => return Err(other),
         },
     };
     if request.conversation_id.is_some() && matches!(asker, Asker::Anonymous) {

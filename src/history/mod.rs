@@ -21,7 +21,6 @@ use sea_orm::sea_query::{Expr, Func, Query};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr,
     EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
-    TransactionTrait,
 };
 
 use crate::auth::SessionRef;
@@ -319,7 +318,7 @@ pub async fn record_turn(
     turn: NewTurn,
     limit: u32,
 ) -> Result<RecordedTurn, HistoryError> {
-    let txn = conn.begin().await?;
+    let txn = crate::db::begin_write(conn).await?;
     lock_reader(&txn, user_id).await?;
     let now = Utc::now();
     let conversation = match conversation_id {

@@ -63,10 +63,14 @@ pub struct AppState {
     /// Present when `BETTER_AUTH_SECRET` is set.
     pub better_auth: Option<Arc<BetterAuthVerifier>>,
     /// Fired when shutdown starts, so `/readyz` stops attracting traffic while in-flight
-    /// requests drain.
+    /// requests and chat turns drain.
     pub shutdown: CancellationToken,
+    /// Fired when the drain is over: WebSockets close once their last event is out.
+    pub stopping: CancellationToken,
     /// Open WebSocket connections per client address.
     pub ws_connections: ws::ConnectionCounts,
+    /// Open WebSocket connections, so shutdown can wait for them to close.
+    pub websockets: tokio_util::task::TaskTracker,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -17,6 +17,7 @@
 //! | 4408 | no `connection_init` within `WS_INIT_TIMEOUT_SECS` |
 //! | 4409 | `subscribe` with the id of a subscription still running |
 //! | 4429 | a second `connection_init` |
+//! | 1001 | the server is shutting down (after the answers in flight were sent) |
 //! | 1009 | a message larger than the HTTP body limit |
 //!
 //! Past `WS_MAX_SUBSCRIPTIONS` running at once, a `subscribe` is answered with an `error`
@@ -49,6 +50,9 @@ pub const PROTOCOL: &str = "graphql-transport-ws";
 /// revocations made elsewhere (a Better Auth sign-out, another replica). A logout through
 /// this server closes its sockets at once.
 const SESSION_RECHECK: Duration = Duration::from_secs(60);
+/// How long operations still running when the server stops may take to send their last
+/// events (their turns are already finished by then: shutdown waited for them).
+const LAST_CALL: Duration = Duration::from_secs(2);
 
 /// Open WebSocket connections per client address, shared by every upgrade.
 #[derive(Clone, Default)]
@@ -105,13 +109,16 @@ pub async fn handler(
         .max_frame_size(max)
         .protocols([PROTOCOL]);
     let offered = upgrade.selected_protocol().is_some();
-    upgrade.on_upgrade(move |socket| async move {
-        if offered {
-            serve(state, client, socket).await;
-        } else {
-            close(socket, 4406, "Subprotocol not acceptable").await;
-        }
-        drop(counted);
+    let tracker = state.websockets.clone();
+    upgrade.on_upgrade(move |socket| {
+        tracker.track_future(async move {
+            if offered {
+                serve(state, client, socket).await;
+            } else {
+                close(socket, 4406, "Subprotocol not acceptable").await;
+            }
+            drop(counted);
+        })
     })
 }
 
@@ -175,8 +182,34 @@ async fn serve(state: AppState, client: ClientInfo, socket: WebSocket) {
     let mut expiry: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     let mut recheck = tokio::time::interval(SESSION_RECHECK);
     recheck.reset();
+    // Set when the server stops: the operations still running get this long to send
+    // their last events, then the connection closes with 1001.
+    let mut last_call: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    let stopping = connection.state.stopping.clone();
     let closing = loop {
+        if last_call.is_some() && connection.running.is_empty() {
+            break Closing(1001, "the server is restarting");
+        }
         tokio::select! {
+            biased;
+            Some(out) = outgoing.recv() => {
+                let message = match out {
+                    Outgoing::Message(message) => message,
+                    Outgoing::Done(id) => {
+                        connection.running.remove(&id);
+                        continue;
+                    }
+                };
+                if sink.send(Message::Text(message.to_string().into())).await.is_err() {
+                    break Closing(1000, "");
+                }
+            }
+            () = stopping.cancelled(), if last_call.is_none() => {
+                last_call = Some(Box::pin(tokio::time::sleep(LAST_CALL)));
+            }
+            () = async { if let Some(last_call) = last_call.as_mut() { last_call.await } }, if last_call.is_some() => {
+                break Closing(1001, "the server is restarting");
+            }
             message = incoming.next() => {
                 let text = match message {
                     Some(Ok(Message::Text(text))) => text,
@@ -199,18 +232,6 @@ async fn serve(state: AppState, client: ClientInfo, socket: WebSocket) {
                     if sink.send(Message::Text(reply.to_string().into())).await.is_err() {
                         break Closing(1000, "");
                     }
-                }
-            }
-            Some(out) = outgoing.recv() => {
-                let message = match out {
-                    Outgoing::Message(message) => message,
-                    Outgoing::Done(id) => {
-                        connection.running.remove(&id);
-                        continue;
-                    }
-                };
-                if sink.send(Message::Text(message.to_string().into())).await.is_err() {
-                    break Closing(1000, "");
                 }
             }
             () = &mut init_deadline, if connection.credentials.is_none() => {

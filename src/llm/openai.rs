@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use eventsource_stream::{EventStreamError, Eventsource as _};
 use futures_util::StreamExt;
 use serde::Deserialize;
 
@@ -78,15 +79,16 @@ impl ChatModel {
             .send_with_retries(messages)
             .await
             .map_err(|e| (e, String::new()))?;
-        let mut body = response.bytes_stream();
-        let mut buffer = String::new();
+        // A maintained SSE parser: events split across network chunks (a character's
+        // bytes included) are put back together before they are decoded.
+        let mut events = response.bytes_stream().eventsource();
         let mut text = String::new();
         loop {
-            let next = match tokio::time::timeout(self.service.timeout, body.next()).await {
+            let next = match tokio::time::timeout(self.service.timeout, events.next()).await {
                 Ok(next) => next,
                 Err(_) => return Err((LlmError::Timeout(self.service.timeout), text)),
             };
-            let Some(bytes) = next else {
+            let Some(event) = next else {
                 // The server closed the stream without [DONE]; keep what arrived.
                 return if text.is_empty() {
                     Err((
@@ -97,30 +99,25 @@ impl ChatModel {
                     Ok(text)
                 };
             };
-            let bytes = match bytes {
-                Ok(b) => b,
-                Err(e) => return Err((LlmError::Request(e.without_url().to_string()), text)),
-            };
-            buffer.push_str(&String::from_utf8_lossy(&bytes));
-            while let Some(end) = buffer.find('\n') {
-                let line = buffer[..end].trim_end_matches('\r').to_owned();
-                buffer.drain(..=end);
-                let Some(data) = line.strip_prefix("data:") else {
-                    continue;
-                };
-                let data = data.trim();
-                if data == "[DONE]" {
-                    return Ok(text);
+            let event = match event {
+                Ok(event) => event,
+                Err(EventStreamError::Transport(e)) => {
+                    return Err((LlmError::Request(e.without_url().to_string()), text));
                 }
-                let chunk: StreamChunk = match serde_json::from_str(data) {
-                    Ok(c) => c,
-                    Err(e) => return Err((LlmError::Protocol(e.to_string()), text)),
-                };
-                for choice in chunk.choices {
-                    if let Some(piece) = choice.delta.content.filter(|p| !p.is_empty()) {
-                        on_delta(&piece);
-                        text.push_str(&piece);
-                    }
+                Err(e) => return Err((LlmError::Protocol(e.to_string()), text)),
+            };
+            let data = event.data.trim();
+            if data == "[DONE]" {
+                return Ok(text);
+            }
+            let chunk: StreamChunk = match serde_json::from_str(data) {
+                Ok(c) => c,
+                Err(e) => return Err((LlmError::Protocol(e.to_string()), text)),
+            };
+            for choice in chunk.choices {
+                if let Some(piece) = choice.delta.content.filter(|p| !p.is_empty()) {
+                    on_delta(&piece);
+                    text.push_str(&piece);
                 }
             }
         }

@@ -302,6 +302,37 @@ async fn a_model_writes_grounded_answers_from_passages_history_and_selection() {
     app.shutdown().await;
 }
 
+/// A model whose stream arrives one byte at a time, so every multi-byte character and
+/// every event is split across network chunks: the answer arrives intact, over HTTP and
+/// as the deltas of a stream.
+#[tokio::test]
+async fn answers_split_mid_character_arrive_intact() {
+    let pieces = ["Größe ", "und 日本語 ", "✓ — ", "🐝 [1]."];
+    let fake = FakeLlm::start(Mode::Split {
+        pieces: pieces.iter().map(|p| (*p).to_owned()).collect(),
+        chunk: 1,
+    })
+    .await;
+    let extra = fake.llm_settings();
+    let app = spawn_app(Backend::Sqlite, &settings(&extra)).await.unwrap();
+    let whole = pieces.concat();
+    let answer = ask(&app, None, json!({ "message": "How do bees dance?" })).await;
+    assert_eq!(answer["data"]["chat"]["answer"], whole.as_str(), "{answer}");
+    let mut socket = subscribe(&app, None, json!({ "message": "How do bees dance?" })).await;
+    let mut deltas = String::new();
+    loop {
+        let message = next_json(&mut socket).await;
+        if message["type"] == "complete" {
+            break;
+        }
+        if let Some(delta) = message["payload"]["data"]["chatStream"]["delta"].as_str() {
+            deltas.push_str(delta);
+        }
+    }
+    assert_eq!(deltas, whole);
+    app.shutdown().await;
+}
+
 #[tokio::test]
 async fn rate_limited_models_are_retried_and_failing_ones_replaced_by_extracts() {
     let flaky = FakeLlm::start(Mode::FailFirst {

@@ -30,6 +30,10 @@ pub enum Mode {
     },
     /// Always answers with this status.
     Fail(u16),
+    /// Streams `pieces` as usual, but cuts the bytes of the whole body into chunks of
+    /// `chunk` bytes, each sent on its own: characters and lines split across chunks, as
+    /// real networks deliver them.
+    Split { pieces: Vec<String>, chunk: usize },
 }
 
 #[derive(Clone)]
@@ -104,6 +108,7 @@ async fn completions(State(shared): State<Shared>, Json(body): Json<Value>) -> R
     assert_eq!(body["stream"], true, "Lectern always streams");
     let mode = shared.mode.lock().unwrap().clone();
     let (pieces, delay) = match mode {
+        Mode::Split { pieces, chunk } => return split_stream(&pieces, chunk),
         Mode::Fail(status) => return failure(status),
         Mode::FailFirst {
             failures, status, ..
@@ -113,14 +118,7 @@ async fn completions(State(shared): State<Shared>, Json(body): Json<Value>) -> R
     };
     let events = futures_util::stream::unfold(pieces.into_iter(), move |mut rest| async move {
         tokio::time::sleep(delay).await;
-        let event = match rest.next() {
-            Some(piece) => {
-                let chunk = json!({ "id": "c", "object": "chat.completion.chunk",
-                    "choices": [{ "index": 0, "delta": { "content": piece } }] });
-                format!("data: {chunk}\n\n")
-            }
-            None => return None,
-        };
+        let event = sse_event(&rest.next()?);
         Some((Ok::<_, std::io::Error>(event), rest))
     });
     let done = futures_util::stream::once(async { Ok("data: [DONE]\n\n".to_owned()) });
@@ -128,6 +126,30 @@ async fn completions(State(shared): State<Shared>, Json(body): Json<Value>) -> R
     Response::builder()
         .header("content-type", "text/event-stream")
         .body(body)
+        .unwrap()
+}
+
+fn sse_event(piece: &str) -> String {
+    let chunk = json!({ "id": "c", "object": "chat.completion.chunk",
+        "choices": [{ "index": 0, "delta": { "content": piece } }] });
+    format!("data: {chunk}\n\n")
+}
+
+fn split_stream(pieces: &[String], chunk: usize) -> Response {
+    let mut body: Vec<u8> = pieces
+        .iter()
+        .flat_map(|p| sse_event(p).into_bytes())
+        .collect();
+    body.extend_from_slice(b"data: [DONE]\n\n");
+    let chunks: Vec<Vec<u8>> = body.chunks(chunk).map(<[u8]>::to_vec).collect();
+    let stream = futures_util::stream::unfold(chunks.into_iter(), |mut rest| async move {
+        let next = rest.next()?;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        Some((Ok::<_, std::io::Error>(next), rest))
+    });
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Body::from_stream(stream))
         .unwrap()
 }
 

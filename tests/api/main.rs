@@ -3,6 +3,7 @@
 
 mod accounts;
 mod chat;
+mod durability;
 mod fake_llm;
 mod foundation;
 mod graphiql;

@@ -394,3 +394,38 @@ async fn migrate_with_the_database_absent_or_vanishing_ends_clearly() {
     register(&app, "after@example.com", PASSWORD).await;
     app.shutdown().await;
 }
+
+/// Readers chat at once right after PostgreSQL stops abruptly, before the outage is
+/// known: each gets its answer (with `conversation: null` and `DATABASE_UNAVAILABLE`),
+/// none waits out the database timeout or fails because its session cannot be checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chats_right_after_an_immediate_stop_are_answered() {
+    let Some(cluster) = PgCluster::init() else {
+        return;
+    };
+    cluster.start();
+    // Straight to PostgreSQL, no proxy: its refused connections are what the server sees.
+    let app = spawn_app_with_url(Backend::Postgres, Some(&cluster.url("postgres")), &[]).await;
+    tokio::time::timeout(Duration::from_secs(30), app.database.wait_until_up())
+        .await
+        .expect("the database came up");
+    let mut tokens = Vec::new();
+    for n in 0..4 {
+        tokens.push(access_token(&app, &format!("abrupt{n}@example.com"), PASSWORD).await);
+    }
+    // Idle long enough for the pool to ping its connections before reuse.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    cluster.stop("immediate");
+    let chats = tokens.iter().map(|token| {
+        let (client, endpoint) = (app.client.clone(), app.url("/graphql"));
+        async move { post(&client, &endpoint, token, CHAT, json!({})).await }
+    });
+    for (status, chat) in futures_util::future::join_all(chats).await {
+        assert_eq!(status, 200);
+        let answer = chat["data"]["chat"]["answer"].as_str().unwrap_or_default();
+        assert!(!answer.is_empty(), "answered: {chat}");
+        assert!(chat["data"]["chat"]["conversation"].is_null(), "{chat}");
+        assert_eq!(error_codes(&chat), ["DATABASE_UNAVAILABLE"], "{chat}");
+    }
+    app.shutdown().await;
+}
