@@ -40,7 +40,7 @@ const PROBE_INTERVAL: Duration = Duration::from_secs(2);
 /// migrations included.
 const MIGRATE_TIMEOUT: Duration = Duration::from_secs(300);
 /// The PostgreSQL advisory lock replicas take turns on to migrate ("lectern" in ASCII).
-const MIGRATION_LOCK: i64 = 0x6c65_6374_6572_6e;
+const MIGRATION_LOCK: i64 = 0x006c_6563_7465_726e;
 /// Upper bound of the probe's ping, on its own connection: a live database answers in
 /// milliseconds, so a second of silence is an outage (or a database too slow to use).
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
