@@ -83,6 +83,10 @@ pub struct Limits {
     pub refresh_reuse_grace: std::time::Duration,
     /// How long shutdown waits for chat turns in flight to be answered and stored.
     pub shutdown_timeout: std::time::Duration,
+    /// How long a finished turn stays resumable by its id.
+    pub turn_retention: std::time::Duration,
+    /// Turns kept in memory for resuming at most.
+    pub turn_registry_max: usize,
 }
 
 /// How to reach the database and how much of it to use.
@@ -452,6 +456,13 @@ impl Limits {
                 "whole seconds from 0 (off) to 300",
             )?)),
             shutdown_timeout: seconds("SHUTDOWN_TIMEOUT_SECS", 30)?,
+            turn_retention: seconds("TURN_RETENTION_SECS", 600)?,
+            turn_registry_max: count(
+                "TURN_REGISTRY_MAX",
+                1_000,
+                1..=1_000_000,
+                "an integer from 1 to 1000000",
+            )? as usize,
         })
     }
 }

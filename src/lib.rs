@@ -142,7 +142,11 @@ impl Application {
             generator,
             history_limit: settings.history_limit,
             quotas,
-            turns: tokio_util::task::TaskTracker::new(),
+            tasks: tokio_util::task::TaskTracker::new(),
+            turns: chat::turns::TurnRegistry::new(
+                settings.limits.turn_retention,
+                settings.limits.turn_registry_max,
+            ),
         });
         let settings = Arc::new(settings);
         let schema =
@@ -188,7 +192,7 @@ impl Application {
         let supervisor = tokio::spawn(self.state.db.clone().supervise(supervisor_stop.clone()));
         tracing::info!(address = %self.local_addr(), "listening; GraphQL at /graphql");
         let settings = self.state.settings.clone();
-        let turns = self.state.chat.turns.clone();
+        let turns = self.state.chat.tasks.clone();
         let websockets = self.state.websockets.clone();
         let app = http::router(self.state);
         // Resolves when the listener should close: after the drain, or at once when the

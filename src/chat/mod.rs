@@ -1,18 +1,21 @@
 //! One chat turn: check the input, load the conversation's last turns, retrieve passages,
 //! write the answer (streamed), and store the turn for a signed-in reader.
 //!
-//! The turn runs in a task of its own and reports through a channel, so the `chat`
-//! mutation (which collects the events) and the `chatStream` subscription (which forwards
-//! them) share one flow, and a client that disconnects mid-answer does not stop the
-//! answer from being finished and stored. The database is touched at the start (history
+//! The turn runs in a task of its own and writes its events to a log ([`turns`]), so the
+//! `chat` mutation (which collects the events), the `chatStream` subscription (which
+//! forwards them) and `resumeChat` (which picks them up again) share one flow, and a
+//! client that disconnects mid-answer does not stop the answer from being finished and
+//! stored. The database is touched at the start (history
 //! for the prompt) and at the end (storing the turn); when it is unavailable the answer
 //! still comes back and only the stored conversation is missing.
+
+pub mod turns;
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 
 use crate::auth::rate_limit::Limiter;
@@ -165,7 +168,9 @@ pub struct ChatService {
     pub quotas: ChatQuotas,
     /// Every turn in flight, so shutdown can wait for them to be answered and stored
     /// before the database pool closes.
-    pub turns: TaskTracker,
+    pub tasks: TaskTracker,
+    /// Recent turns by id, for clients that resume.
+    pub turns: turns::TurnRegistry,
 }
 
 /// What one asker may cost: turns per minute per client address (anonymous readers) and
@@ -222,32 +227,35 @@ impl ChatQuotas {
 }
 
 impl ChatService {
-    /// Starts the turn in its own task and returns its events. `model_call` (from
-    /// [`ChatQuotas::admit`]) is held until the turn ends.
+    /// Starts the turn in its own task and returns its log, which the caller follows.
+    /// `model_call` (from [`ChatQuotas::admit`]) is held until the turn ends.
     pub fn start(
         self: &Arc<Self>,
         db: Database,
         asker: Asker,
         request: ChatRequest,
         model_call: Option<OwnedSemaphorePermit>,
-    ) -> mpsc::UnboundedReceiver<ChatEvent> {
-        let (events, receiver) = mpsc::unbounded_channel();
+    ) -> Arc<turns::TurnLog> {
+        let owner = match &asker {
+            Asker::Reader(user_id) => Some(user_id.clone()),
+            Asker::Anonymous | Asker::Unverified => None,
+        };
+        let log = self.turns.start(owner);
         let service = self.clone();
         let span = tracing::info_span!("chat_turn", signed_in = matches!(asker, Asker::Reader(_)));
-        self.turns.spawn(tracing::Instrument::instrument(
+        let writer = log.clone();
+        self.tasks.spawn(tracing::Instrument::instrument(
             async move {
                 let _model_call = model_call;
-                // Sends fail only when the client went away; the turn carries on.
-                let send = |event: ChatEvent| {
-                    let _ = events.send(event);
-                };
+                // The log outlives any client: a turn whose client left carries on.
+                let send = |event: ChatEvent| writer.push(event);
                 if let Err(e) = service.run(&db, asker, request, &send).await {
                     send(ChatEvent::Failed(e));
                 }
             },
             span,
         ));
-        receiver
+        log
     }
 
     async fn run(

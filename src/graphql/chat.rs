@@ -1,12 +1,13 @@
 //! `chat` (mutation) and `chatStream` (subscription): answers for anyone, history for
-//! signed-in readers. Both run the same turn (see `crate::chat`).
+//! signed-in readers. Both run the same turn (see `crate::chat`). Every turn has an
+//! unguessable `turnId`; `resumeChat` and `chatTurn` pick a turn up again by it, so a
+//! client whose connection dropped mid-answer gets the rest.
 
 use std::sync::Arc;
 
 use async_graphql::{Context, ID, InputObject, Object, SimpleObject, Subscription, Union};
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt as _};
 use tokio::sync::OwnedSemaphorePermit;
-use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::auth::{current_user_id, viewer};
 use super::error::ApiError;
@@ -14,6 +15,7 @@ use super::guard::database;
 use super::history::{Conversation, Source};
 use crate::auth::ClientInfo;
 use crate::auth::viewer::Viewer;
+use crate::chat::turns::TurnLog;
 use crate::chat::{
     Asker, ChatError, ChatEvent as TurnEvent, ChatRequest, ChatService, SourceRef, Stored,
 };
@@ -30,6 +32,7 @@ pub struct ChatInput {
 
 /// The answer to one question.
 pub struct ChatPayload {
+    turn_id: String,
     answer: String,
     sources: Vec<SourceRef>,
     stored: Stored,
@@ -37,6 +40,12 @@ pub struct ChatPayload {
 
 #[Object]
 impl ChatPayload {
+    /// The turn's id: `chatTurn` and `resumeChat` find it by this for
+    /// `TURN_RETENTION_SECS` after it finished.
+    async fn turn_id(&self) -> ID {
+        ID(self.turn_id.clone())
+    }
+
     async fn answer(&self) -> &str {
         &self.answer
     }
@@ -56,22 +65,31 @@ impl ChatPayload {
 #[derive(SimpleObject)]
 pub struct ChatSources {
     pub sources: Vec<Source>,
+    /// The turn's id, to resume it with `resumeChat` if the connection drops.
+    pub turn_id: ID,
 }
 
 /// A piece of the answer as it is written.
 #[derive(SimpleObject)]
 pub struct ChatDelta {
     pub delta: String,
+    /// 1 for the first piece, then 2, 3, …: resume after the last one seen.
+    pub seq: i32,
 }
 
 /// The last event: the whole answer and where it was stored.
 pub struct ChatCompleted {
+    turn_id: String,
     answer: String,
     stored: Stored,
 }
 
 #[Object]
 impl ChatCompleted {
+    async fn turn_id(&self) -> ID {
+        ID(self.turn_id.clone())
+    }
+
     async fn answer(&self) -> &str {
         &self.answer
     }
@@ -168,9 +186,104 @@ struct Turn {
 }
 
 impl Turn {
-    fn start(self, ctx: &Context<'_>) -> Result<UnboundedReceiver<TurnEvent>, ApiError> {
+    fn start(self, ctx: &Context<'_>) -> Result<Arc<TurnLog>, ApiError> {
         let db = database(ctx)?.clone();
         Ok(service(ctx)?.start(db, self.asker, self.request, self.model_call))
+    }
+}
+
+/// A turn's events as the schema shows them, from the log: deltas numbered, and the
+/// deltas up to `after` left out (a client resuming has them). `show_conversation`
+/// is false for a resumer who is not the turn's reader.
+fn events(
+    log: Arc<TurnLog>,
+    after: usize,
+    show_conversation: bool,
+) -> impl Stream<Item = async_graphql::Result<ChatEvent>> + use<> {
+    let turn_id = log.id.clone();
+    log.follow().filter_map(move |(position, event)| {
+        let turn_id = turn_id.clone();
+        async move {
+            match event {
+                TurnEvent::Sources(s) => Some(Ok(ChatEvent::ChatSources(ChatSources {
+                    sources: s.iter().map(Source::from).collect(),
+                    turn_id: ID(turn_id),
+                }))),
+                TurnEvent::Delta(_) if position <= after => None,
+                TurnEvent::Delta(delta) => Some(Ok(ChatEvent::ChatDelta(ChatDelta {
+                    delta,
+                    seq: i32::try_from(position).unwrap_or(i32::MAX),
+                }))),
+                TurnEvent::Completed { answer, stored } => {
+                    let stored = match stored {
+                        Stored::Kept(_) if !show_conversation => Stored::NotKept,
+                        stored => stored,
+                    };
+                    Some(Ok(ChatEvent::ChatCompleted(ChatCompleted {
+                        turn_id,
+                        answer,
+                        stored,
+                    })))
+                }
+                TurnEvent::Failed(e) => Some(Err(ApiError::from(e).into())),
+            }
+        }
+    })
+}
+
+/// A kept turn by id, or `NOT_FOUND` (unknown, expired, or not an id at all), with
+/// whether the caller is its reader.
+async fn find_turn(ctx: &Context<'_>, turn_id: &ID) -> Result<(Arc<TurnLog>, bool), ApiError> {
+    let log = service(ctx)?
+        .turns
+        .get(turn_id.as_str())
+        .ok_or(ApiError::NotFound)?;
+    let is_owner = match (&log.owner, viewer(ctx)) {
+        (Some(owner), Viewer::Token(_) | Viewer::BetterAuth(_)) => {
+            current_user_id(ctx).await.is_ok_and(|me| &me == owner)
+        }
+        _ => false,
+    };
+    Ok((log, is_owner))
+}
+
+/// A turn as it stands: what has been written so far, and whether it is finished.
+#[derive(SimpleObject)]
+pub struct ChatTurn {
+    pub turn_id: ID,
+    /// The answer so far; the whole answer once `completed`.
+    pub answer: String,
+    pub sources: Vec<Source>,
+    pub completed: bool,
+}
+
+#[derive(Default)]
+pub struct ChatQuery;
+
+#[Object]
+impl ChatQuery {
+    /// A recent turn by its id (anonymous readers' too: the id is the key), for
+    /// `TURN_RETENTION_SECS` after it finished. `NOT_FOUND` when unknown or expired.
+    async fn chat_turn(&self, ctx: &Context<'_>, turn_id: ID) -> async_graphql::Result<ChatTurn> {
+        let (log, _) = find_turn(ctx, &turn_id).await?;
+        let mut turn = ChatTurn {
+            turn_id,
+            answer: String::new(),
+            sources: Vec::new(),
+            completed: false,
+        };
+        for event in log.snapshot() {
+            match event {
+                TurnEvent::Sources(s) => turn.sources = s.iter().map(Source::from).collect(),
+                TurnEvent::Delta(delta) => turn.answer.push_str(&delta),
+                TurnEvent::Completed { answer, .. } => {
+                    turn.answer = answer;
+                    turn.completed = true;
+                }
+                TurnEvent::Failed(e) => return Err(ApiError::from(e).into()),
+            }
+        }
+        Ok(turn)
     }
 }
 
@@ -192,14 +305,17 @@ impl ChatMutation {
         ctx: &Context<'_>,
         input: ChatInput,
     ) -> async_graphql::Result<ChatPayload> {
-        let mut events = begin(ctx, input).await?.start(ctx)?;
+        let log = begin(ctx, input).await?.start(ctx)?;
+        let turn_id = log.id.clone();
+        let mut events = std::pin::pin!(log.follow());
         let mut sources = Vec::new();
-        while let Some(event) = events.recv().await {
+        while let Some((_, event)) = events.next().await {
             match event {
                 TurnEvent::Sources(s) => sources = s,
                 TurnEvent::Delta(_) => {}
                 TurnEvent::Completed { answer, stored } => {
                     return Ok(ChatPayload {
+                        turn_id,
                         answer,
                         sources,
                         stored,
@@ -226,30 +342,23 @@ impl ChatSubscription {
         ctx: &Context<'_>,
         input: ChatInput,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<ChatEvent>> + use<>> {
-        let events = begin(ctx, input).await?.start(ctx)?;
-        Ok(futures_util::stream::unfold(
-            (events, false),
-            |(mut events, done)| async move {
-                if done {
-                    return None;
-                }
-                let item = match events.recv().await? {
-                    TurnEvent::Sources(s) => Ok(ChatEvent::ChatSources(ChatSources {
-                        sources: s.iter().map(Source::from).collect(),
-                    })),
-                    TurnEvent::Delta(delta) => Ok(ChatEvent::ChatDelta(ChatDelta { delta })),
-                    TurnEvent::Completed { answer, stored } => {
-                        return Some((
-                            Ok(ChatEvent::ChatCompleted(ChatCompleted { answer, stored })),
-                            (events, true),
-                        ));
-                    }
-                    TurnEvent::Failed(e) => {
-                        return Some((Err(ApiError::from(e).into()), (events, true)));
-                    }
-                };
-                Some((item, (events, false)))
-            },
-        ))
+        let log = begin(ctx, input).await?.start(ctx)?;
+        Ok(events(log, 0, true))
+    }
+
+    /// Picks up a turn again by its id: `ChatSources`, the `ChatDelta`s after
+    /// `afterSeq` (all of them when null or absent), then `ChatCompleted`, as the turn goes on or
+    /// at once if it is finished. Works for anonymous readers (the id is the key); the
+    /// stored `conversation` is shown to the turn's own reader only. `NOT_FOUND` when the
+    /// id is unknown or its turn finished more than `TURN_RETENTION_SECS` ago.
+    async fn resume_chat(
+        &self,
+        ctx: &Context<'_>,
+        turn_id: ID,
+        after_seq: Option<i32>,
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<ChatEvent>> + use<>> {
+        let (log, is_owner) = find_turn(ctx, &turn_id).await?;
+        let after = usize::try_from(after_seq.unwrap_or(0)).unwrap_or(0);
+        Ok(events(log, after, is_owner))
     }
 }

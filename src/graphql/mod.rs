@@ -30,7 +30,12 @@ pub const MAX_COMPLEXITY: usize = 2_000;
 pub const EXPENSIVE: usize = 600;
 
 #[derive(MergedObject, Default)]
-pub struct Query(auth::AuthQuery, history::HistoryQuery, health::HealthQuery);
+pub struct Query(
+    auth::AuthQuery,
+    history::HistoryQuery,
+    health::HealthQuery,
+    chat::ChatQuery,
+);
 
 #[derive(MergedObject, Default)]
 pub struct Mutation(

@@ -707,3 +707,115 @@ fn ingest_command_summarises_and_refuses_a_store_in_use() {
     assert!(!output.status.success());
     assert!(stderr.contains("in use by another process"), "{stderr}");
 }
+
+/// A client whose connection drops mid-answer resumes with the turn id and the last
+/// delta it saw, gets the rest and `ChatCompleted`; the finished answer stays readable by
+/// its id (anonymous readers' too) until `TURN_RETENTION_SECS` have passed, and the
+/// stored conversation is shown to its own reader only.
+#[tokio::test]
+async fn dropped_streams_resume_where_they_left_off() {
+    let pieces = ["Bees ", "dance ", "in ", "figure ", "eights [1]."];
+    let fake = FakeLlm::start(Mode::Stream {
+        pieces: pieces.iter().map(|p| (*p).to_owned()).collect(),
+        delay: Duration::from_millis(300),
+    })
+    .await;
+    let mut extra = fake.llm_settings();
+    extra.push(("TURN_RETENTION_SECS", "2".into()));
+    let app = spawn_app(Backend::Sqlite, &settings(&extra)).await.unwrap();
+    let address = app.addr.to_string();
+    let ada = register(&app, "ada@example.com", PASSWORD).await["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let stream = "subscription($input: ChatInput!) { chatStream(input: $input) {
+        __typename ... on ChatSources { turnId } ... on ChatDelta { delta seq } } }";
+    let resume = "subscription($id: ID!, $after: Int) { resumeChat(turnId: $id, afterSeq: $after) {
+        __typename ... on ChatSources { turnId } ... on ChatDelta { delta seq }
+        ... on ChatCompleted { turnId answer conversation { id } } } }";
+
+    let mut socket = crate::ws::connect(&address, Some(&ada)).await;
+    crate::ws::subscribe(
+        &mut socket,
+        "1",
+        stream,
+        json!({ "input": { "message": "How do bees dance?" } }),
+    )
+    .await;
+    let first = crate::ws::answer(&mut socket, "1").await;
+    let turn_id = first["payload"]["data"]["chatStream"]["turnId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let delta = crate::ws::answer(&mut socket, "1").await["payload"]["data"]["chatStream"].clone();
+    assert_eq!(
+        (delta["delta"].as_str(), delta["seq"].as_i64()),
+        (Some("Bees "), Some(1))
+    );
+    drop(socket); // the connection drops mid-answer
+
+    // Someone else (here: anonymous) resumes: the rest, but not the conversation.
+    let mut socket = crate::ws::connect(&address, None).await;
+    crate::ws::subscribe(
+        &mut socket,
+        "r",
+        resume,
+        json!({ "id": turn_id, "after": 1 }),
+    )
+    .await;
+    let mut text = String::from("Bees ");
+    let mut seqs = Vec::new();
+    let completed = loop {
+        let event =
+            crate::ws::answer(&mut socket, "r").await["payload"]["data"]["resumeChat"].clone();
+        match event["__typename"].as_str().unwrap() {
+            "ChatSources" => assert_eq!(event["turnId"], turn_id.as_str()),
+            "ChatDelta" => {
+                text.push_str(event["delta"].as_str().unwrap());
+                seqs.push(event["seq"].as_i64().unwrap());
+            }
+            _ => break event,
+        }
+    };
+    assert_eq!(seqs, [2, 3, 4, 5], "only what was missed");
+    assert_eq!(text, pieces.concat());
+    assert_eq!(completed["answer"], pieces.concat().as_str());
+    assert!(
+        completed["conversation"].is_null(),
+        "not the stranger's: {completed}"
+    );
+
+    // Its own reader, over HTTP, after it finished: the stored conversation too.
+    let mut socket = crate::ws::connect(&address, Some(&ada)).await;
+    crate::ws::subscribe(&mut socket, "o", resume, json!({ "id": turn_id })).await;
+    let mut owner_deltas = 0;
+    let completed = loop {
+        let message = crate::ws::answer(&mut socket, "o").await;
+        let event = message["payload"]["data"]["resumeChat"].clone();
+        match event["__typename"].as_str().unwrap_or_else(|| panic!("{message}")) {
+            "ChatDelta" => owner_deltas += 1,
+            "ChatCompleted" => break event,
+            _ => {}
+        }
+    };
+    assert_eq!(owner_deltas, 5, "afterSeq defaults to all of them");
+    assert!(completed["conversation"]["id"].is_string(), "{completed}");
+    let turn = "query($id: ID!) { chatTurn(turnId: $id) { answer completed sources { path } } }";
+    let read = app.graphql(turn, json!({ "id": turn_id })).await;
+    assert_eq!(
+        read["data"]["chatTurn"]["answer"],
+        pieces.concat().as_str(),
+        "{read}"
+    );
+    assert_eq!(read["data"]["chatTurn"]["completed"], true);
+
+    // Unknown ids, and finished turns past their retention, are NOT_FOUND.
+    let unknown = app
+        .graphql(turn, json!({ "id": uuid::Uuid::new_v4().to_string() }))
+        .await;
+    assert_eq!(error_codes(&unknown), ["NOT_FOUND"]);
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let expired = app.graphql(turn, json!({ "id": turn_id })).await;
+    assert_eq!(error_codes(&expired), ["NOT_FOUND"], "{expired}");
+    app.shutdown().await;
+}

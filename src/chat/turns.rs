@@ -1,0 +1,211 @@
+//! Turns as first-class things: each gets an unguessable id when it starts, and its
+//! events (sources, numbered deltas, completed or failed) are written to a log that any
+//! number of listeners follow, from the start or from where they left off. A client whose
+//! connection dropped mid-answer resumes with the turn id and the last delta it saw.
+//!
+//! The registry is memory, bounded two ways: a finished turn is kept for
+//! `TURN_RETENTION_SECS`, and at most `TURN_REGISTRY_MAX` turns are kept at all (the
+//! oldest go first). A turn holds its answer twice (as deltas and whole) and its five
+//! sources with their 300-character snippets: about 10–20 KB for a typical answer, so the
+//! default 1,000 turns stay within roughly 20 MB. Resuming a turn still in progress must
+//! reach the replica that runs it (README, "Running several replicas").
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::Stream;
+use tokio::sync::watch;
+
+use super::ChatEvent;
+
+/// One turn's events, in order, as they were written.
+pub struct TurnLog {
+    pub id: String,
+    /// The signed-in reader the turn belongs to; `None` for anonymous and unverified
+    /// askers. Only the owner is shown the conversation a resumed turn was stored in.
+    pub owner: Option<String>,
+    events: Mutex<Vec<ChatEvent>>,
+    /// How many events are written; listeners wait on it.
+    written: watch::Sender<usize>,
+    finished_at: Mutex<Option<Instant>>,
+}
+
+impl ChatEvent {
+    /// The last event of a turn.
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, ChatEvent::Completed { .. } | ChatEvent::Failed(_))
+    }
+}
+
+impl TurnLog {
+    fn new(owner: Option<String>) -> Self {
+        Self {
+            id: uuid::Uuid::new_v4().to_string(),
+            owner,
+            events: Mutex::new(Vec::new()),
+            written: watch::channel(0).0,
+            finished_at: Mutex::new(None),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<ChatEvent>> {
+        self.events.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends an event and wakes every listener.
+    pub fn push(&self, event: ChatEvent) {
+        let terminal = event.is_terminal();
+        let written = {
+            let mut events = self.lock();
+            events.push(event);
+            events.len()
+        };
+        if terminal {
+            *self.finished_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        }
+        self.written.send_replace(written);
+    }
+
+    /// The events written so far.
+    pub fn snapshot(&self) -> Vec<ChatEvent> {
+        self.lock().clone()
+    }
+
+    fn expired(&self, retention: Duration) -> bool {
+        self.finished_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|at| at.elapsed() > retention)
+    }
+
+    /// Every event from the first, as they are written, ending after the last one. Each
+    /// comes with its position: a delta's position is its sequence number (the sources
+    /// are always first, at 0).
+    pub fn follow(self: Arc<Self>) -> impl Stream<Item = (usize, ChatEvent)> + Send + 'static {
+        let written = self.written.subscribe();
+        futures_util::stream::unfold(
+            (self, 0usize, written, false),
+            |(log, position, mut written, done)| async move {
+                if done {
+                    return None;
+                }
+                loop {
+                    let next = log.lock().get(position).cloned();
+                    if let Some(event) = next {
+                        let terminal = event.is_terminal();
+                        return Some(((position, event), (log, position + 1, written, terminal)));
+                    }
+                    // The sender lives in the log, which this stream holds.
+                    written.changed().await.ok()?;
+                }
+            },
+        )
+    }
+}
+
+/// The turns of the last `retention`, at most `max` of them.
+pub struct TurnRegistry {
+    turns: Mutex<Registry>,
+    retention: Duration,
+    max: usize,
+}
+
+#[derive(Default)]
+struct Registry {
+    by_id: HashMap<String, Arc<TurnLog>>,
+    /// Ids, oldest first.
+    order: VecDeque<String>,
+}
+
+impl TurnRegistry {
+    pub fn new(retention: Duration, max: usize) -> Self {
+        Self {
+            turns: Mutex::new(Registry::default()),
+            retention,
+            max: max.max(1),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.turns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new turn, registered; older turns past their time or the cap are forgotten.
+    pub fn start(&self, owner: Option<String>) -> Arc<TurnLog> {
+        let log = Arc::new(TurnLog::new(owner));
+        let mut registry = self.lock();
+        while let Some(oldest) = registry.order.front().cloned() {
+            let expired = registry
+                .by_id
+                .get(&oldest)
+                .is_none_or(|turn| turn.expired(self.retention));
+            if !expired && registry.order.len() < self.max {
+                break;
+            }
+            registry.order.pop_front();
+            registry.by_id.remove(&oldest);
+        }
+        registry.order.push_back(log.id.clone());
+        registry.by_id.insert(log.id.clone(), log.clone());
+        log
+    }
+
+    /// The turn with this id, while it is kept.
+    pub fn get(&self, id: &str) -> Option<Arc<TurnLog>> {
+        self.lock()
+            .by_id
+            .get(id)
+            .filter(|turn| !turn.expired(self.retention))
+            .cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::Stored;
+    use futures_util::StreamExt as _;
+
+    fn completed() -> ChatEvent {
+        ChatEvent::Completed {
+            answer: "a".into(),
+            stored: Stored::NotKept,
+        }
+    }
+
+    #[tokio::test]
+    async fn followers_get_every_event_whenever_they_join() {
+        let registry = TurnRegistry::new(Duration::from_secs(60), 10);
+        let log = registry.start(None);
+        log.push(ChatEvent::Sources(vec![]));
+        log.push(ChatEvent::Delta("a".into()));
+        let early = tokio::spawn(log.clone().follow().collect::<Vec<_>>());
+        log.push(ChatEvent::Delta("b".into()));
+        log.push(completed());
+        let late: Vec<_> = log.clone().follow().collect().await;
+        let early = early.await.unwrap();
+        assert_eq!(early.len(), 4);
+        assert_eq!(late.len(), 4);
+        assert!(matches!(&late[2], (2, ChatEvent::Delta(d)) if d == "b"));
+        assert!(registry.get(&log.id).is_some());
+    }
+
+    #[test]
+    fn the_registry_is_bounded_in_count_and_time() {
+        let registry = TurnRegistry::new(Duration::from_millis(50), 3);
+        let first = registry.start(None);
+        first.push(completed());
+        let ids: Vec<String> = (0..3).map(|_| registry.start(None).id.clone()).collect();
+        assert!(registry.get(&first.id).is_none(), "the oldest went first");
+        assert!(ids.iter().all(|id| registry.get(id).is_some()));
+        let finished = registry.get(&ids[2]).unwrap();
+        finished.push(completed());
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(
+            registry.get(&ids[2]).is_none(),
+            "expired after its retention"
+        );
+        assert!(registry.get(&ids[0]).is_some(), "unfinished turns are kept");
+    }
+}
