@@ -792,7 +792,10 @@ async fn dropped_streams_resume_where_they_left_off() {
     let completed = loop {
         let message = crate::ws::answer(&mut socket, "o").await;
         let event = message["payload"]["data"]["resumeChat"].clone();
-        match event["__typename"].as_str().unwrap_or_else(|| panic!("{message}")) {
+        match event["__typename"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{message}"))
+        {
             "ChatDelta" => owner_deltas += 1,
             "ChatCompleted" => break event,
             _ => {}
