@@ -3,8 +3,10 @@
 #
 #   bench/run.sh [scenario…]      (default: history saturation login chat down)
 #
-# Also: `healthz` (/healthz alone) and `hostile` (a flood of the security review's hostile
-# documents beside the same /healthz readers), run as `bench/run.sh healthz hostile`.
+# Also, for the security review's hostile documents: `healthz` (/healthz alone),
+# `hostile-each` (each document from one client, one after another) and `hostile` (a
+# flood of them beside the same /healthz readers):
+#   bench/run.sh healthz hostile-each hostile
 #
 # Starts its own PostgreSQL cluster under $BENCH_DIR (kept between runs, so the 10k-reader
 # dataset is seeded once), starts the release server against it, seeds, runs each goose

@@ -243,10 +243,10 @@ fn history_mix(think: (u64, u64)) -> Result<Scenario, GooseError> {
 }
 
 /// The documents of the security review, each of which once cost seconds of CPU or
-/// gigabytes of memory: nested fragment spreads (the report's exact 840 bytes, and a
-/// shallower 1,024-field one), 1,500 aliases, and brackets nested 60,000 deep.
-fn hostile_documents() -> &'static [Value] {
-    static DOCUMENTS: OnceLock<Vec<Value>> = OnceLock::new();
+/// gigabytes of memory, by name: nested fragment spreads (the report's exact 840 bytes,
+/// and a shallower 1,024-field one), 1,500 aliases, and brackets nested 60,000 deep.
+fn hostile_documents() -> &'static [(&'static str, Value)] {
+    static DOCUMENTS: OnceLock<Vec<(&'static str, Value)>> = OnceLock::new();
     DOCUMENTS.get_or_init(|| {
         let doubling = |levels: usize| {
             let mut query = String::from("{ ...F0 }");
@@ -262,21 +262,25 @@ fn hostile_documents() -> &'static [Value] {
         };
         let aliases: String = (0..1_500).map(|i| format!("a{i}: __typename ")).collect();
         let deep = format!("{}{}", "{a".repeat(60_000), "}".repeat(60_000));
-        [doubling(23), doubling(10), format!("{{ {aliases} }}"), deep]
-            .into_iter()
-            .map(|query| json!({ "query": query }))
-            .collect()
+        [
+            ("hostile: 23 doubling fragments", doubling(23)),
+            ("hostile: 10 doubling fragments", doubling(10)),
+            ("hostile: 1,500 aliases", format!("{{ {aliases} }}")),
+            ("hostile: 60,000 nested braces", deep),
+        ]
+        .into_iter()
+        .map(|(name, query)| (name, json!({ "query": query })))
+        .collect()
     })
 }
 
 /// One hostile document; the answer must be the refusal, `BAD_USER_INPUT`.
-async fn hostile(user: &mut GooseUser) -> TransactionResult {
-    let documents = hostile_documents();
-    let body = &documents[rand::rng().random_range(0..documents.len())];
+async fn refuse(user: &mut GooseUser, which: usize) -> TransactionResult {
+    let (name, body) = &hostile_documents()[which];
     let builder = user.get_request_builder(&GooseMethod::Post, "/graphql")?;
     let request = GooseRequest::builder()
         .set_request_builder(builder.json(body))
-        .name("hostile document")
+        .name(*name)
         .build();
     let mut goose = user.request(request).await?;
     let answer: Value = match goose.response {
@@ -288,6 +292,24 @@ async fn hostile(user: &mut GooseUser) -> TransactionResult {
         user.set_failure("not refused", &mut goose.request, None, Some(&body))?;
     }
     Ok(())
+}
+
+async fn hostile(user: &mut GooseUser) -> TransactionResult {
+    let which = rand::rng().random_range(0..hostile_documents().len());
+    refuse(user, which).await
+}
+
+async fn fragments_23(user: &mut GooseUser) -> TransactionResult {
+    refuse(user, 0).await
+}
+async fn fragments_10(user: &mut GooseUser) -> TransactionResult {
+    refuse(user, 1).await
+}
+async fn aliases(user: &mut GooseUser) -> TransactionResult {
+    refuse(user, 2).await
+}
+async fn nesting(user: &mut GooseUser) -> TransactionResult {
+    refuse(user, 3).await
 }
 
 async fn healthz(user: &mut GooseUser) -> TransactionResult {
@@ -460,6 +482,20 @@ async fn main() -> Result<(), GooseError> {
         ),
         // `/healthz` alone, then with a flood of hostile documents beside it.
         "healthz" => (10, 10, vec![health_probe()?]),
+        // One client sending each document in turn: what one costs, without queueing.
+        "hostile-each" => (
+            1,
+            1,
+            vec![
+                scenario!("HostileEach")
+                    .register_transaction(transaction!(fragments_23))
+                    .register_transaction(transaction!(fragments_10))
+                    .register_transaction(transaction!(aliases))
+                    .register_transaction(transaction!(nesting)),
+            ],
+        ),
+        // 50 clients sending hostile documents as fast as they are answered, beside the
+        // 10 `/healthz` readers of the `healthz` scenario.
         "hostile" => (
             60,
             60,
@@ -471,7 +507,9 @@ async fn main() -> Result<(), GooseError> {
             ],
         ),
         other => {
-            panic!("unknown scenario {other}: history|saturation|login|chat|down|healthz|hostile")
+            panic!(
+                "unknown scenario {other}: history|saturation|login|chat|down|healthz|hostile-each|hostile"
+            )
         }
     };
 
