@@ -143,6 +143,7 @@ impl Application {
             history_limit: settings.history_limit,
             quotas,
             tasks: tokio_util::task::TaskTracker::new(),
+            journal: Arc::new(chat::journal::Journal::new(&settings.data_dir)),
             turns: chat::turns::TurnRegistry::new(
                 settings.limits.turn_retention,
                 settings.limits.turn_registry_max,
@@ -190,6 +191,11 @@ impl Application {
         let stopping = self.state.stopping.clone();
         let supervisor_stop = CancellationToken::new();
         let supervisor = tokio::spawn(self.state.db.clone().supervise(supervisor_stop.clone()));
+        let replayer = tokio::spawn(self.state.chat.journal.clone().run(
+            self.state.db.clone(),
+            self.state.chat.history_limit,
+            supervisor_stop.clone(),
+        ));
         tracing::info!(address = %self.local_addr(), "listening; GraphQL at /graphql");
         let settings = self.state.settings.clone();
         let turns = self.state.chat.tasks.clone();
@@ -235,6 +241,10 @@ impl Application {
                 (served.await, supervised)
             }
         };
+        supervisor_stop.cancel();
+        if let Err(e) = replayer.await {
+            tracing::error!(error = %e, "the turn journal's replayer ended abnormally");
+        }
         websockets.close();
         if tokio::time::timeout(Duration::from_secs(5), websockets.wait())
             .await

@@ -9,6 +9,7 @@
 //! for the prompt) and at the end (storing the turn); when it is unavailable the answer
 //! still comes back and only the stored conversation is missing.
 
+pub mod journal;
 pub mod turns;
 
 use std::net::IpAddr;
@@ -99,8 +100,18 @@ pub enum Asker {
     Anonymous,
     Reader(String),
     /// Signed in, but the session could not be checked because the database is down:
-    /// answered like anyone, and the turn cannot be stored.
-    Unverified,
+    /// answered like anyone. When the credentials were one of our signed access tokens,
+    /// what it claims is kept, so the turn can be journaled and stored later if that
+    /// session is still live then.
+    Unverified(Option<Claimed>),
+}
+
+/// What a signed, unexpired access token says about its bearer, unchecked against the
+/// database.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub user_id: String,
+    pub session_id: String,
 }
 
 /// A source as clients see it and as it is stored with the answer.
@@ -138,6 +149,9 @@ pub enum Stored {
     NotKept,
     Kept(conversation::Model),
     DatabaseUnavailable,
+    /// The database could not take it; it is in the journal and will be stored when the
+    /// database is back.
+    Pending,
     /// The conversation was deleted while the answer was being written.
     ConversationGone,
     /// Storing failed for another reason (logged).
@@ -171,6 +185,8 @@ pub struct ChatService {
     pub tasks: TaskTracker,
     /// Recent turns by id, for clients that resume.
     pub turns: turns::TurnRegistry,
+    /// Turns that wait for the database.
+    pub journal: Arc<journal::Journal>,
 }
 
 /// What one asker may cost: turns per minute per client address (anonymous readers) and
@@ -210,7 +226,7 @@ impl ChatQuotas {
                     limiter.check(user_id)?;
                 }
             }
-            Asker::Anonymous | Asker::Unverified => {
+            Asker::Anonymous | Asker::Unverified(_) => {
                 if let (Some(limiter), Some(ip)) = (&self.per_ip, ip) {
                     limiter.check(&ip)?;
                 }
@@ -238,7 +254,7 @@ impl ChatService {
     ) -> Arc<turns::TurnLog> {
         let owner = match &asker {
             Asker::Reader(user_id) => Some(user_id.clone()),
-            Asker::Anonymous | Asker::Unverified => None,
+            Asker::Anonymous | Asker::Unverified(_) => None,
         };
         let log = self.turns.start(owner);
         let service = self.clone();
@@ -249,7 +265,7 @@ impl ChatService {
                 let _model_call = model_call;
                 // The log outlives any client: a turn whose client left carries on.
                 let send = |event: ChatEvent| writer.push(event);
-                if let Err(e) = service.run(&db, asker, request, &send).await {
+                if let Err(e) = service.run(&db, &writer.id, asker, request, &send).await {
                     send(ChatEvent::Failed(e));
                 }
             },
@@ -261,6 +277,7 @@ impl ChatService {
     async fn run(
         &self,
         db: &Database,
+        turn_id: &str,
         asker: Asker,
         request: ChatRequest,
         send: &(impl Fn(ChatEvent) + Sync),
@@ -320,23 +337,69 @@ impl ChatService {
             .record(started.elapsed());
         tracing::info!(answer = ?kind, passages = passages.len(), "answer written");
 
+        let turn = NewTurn {
+            turn_id: turn_id.to_owned(),
+            question: request.message.clone(),
+            answer: answer.clone(),
+            sources: serde_json::to_value(&sources).unwrap_or_else(|_| serde_json::json!([])),
+        };
+        let conversation_id = request.conversation_id.as_deref();
         let stored = match asker {
             Asker::Anonymous => Stored::NotKept,
-            Asker::Unverified => Stored::DatabaseUnavailable,
-            Asker::Reader(_) if history_unavailable => Stored::DatabaseUnavailable,
-            Asker::Reader(user_id) => {
-                let turn = NewTurn {
-                    question: request.message.clone(),
-                    answer: answer.clone(),
-                    sources: serde_json::to_value(&sources)
-                        .unwrap_or_else(|_| serde_json::json!([])),
-                };
-                self.store(db, &user_id, request.conversation_id.as_deref(), turn)
+            // A Better Auth session cannot be named without the database.
+            Asker::Unverified(None) => Stored::DatabaseUnavailable,
+            Asker::Unverified(Some(claimed)) => {
+                self.keep_for_later(
+                    turn,
+                    claimed.user_id,
+                    Some(claimed.session_id),
+                    conversation_id,
+                )
+                .await
+            }
+            Asker::Reader(user_id) if history_unavailable => {
+                self.keep_for_later(turn, user_id, None, conversation_id)
                     .await
             }
+            Asker::Reader(user_id) => match self
+                .store(db, &user_id, conversation_id, turn.clone())
+                .await
+            {
+                Stored::DatabaseUnavailable => {
+                    self.keep_for_later(turn, user_id, None, conversation_id)
+                        .await
+                }
+                stored => stored,
+            },
         };
         send(ChatEvent::Completed { answer, stored });
         Ok(())
+    }
+
+    /// Journals a turn the database cannot take now.
+    async fn keep_for_later(
+        &self,
+        turn: NewTurn,
+        user_id: String,
+        session_id: Option<String>,
+        conversation_id: Option<&str>,
+    ) -> Stored {
+        let pending = journal::PendingTurn {
+            turn_id: turn.turn_id,
+            user_id,
+            session_id,
+            conversation_id: conversation_id.map(str::to_owned),
+            question: turn.question,
+            answer: turn.answer,
+            sources: turn.sources,
+        };
+        match self.journal.append(&pending).await {
+            Ok(()) => Stored::Pending,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot journal a turn; it is lost");
+                Stored::DatabaseUnavailable
+            }
+        }
     }
 
     async fn store(
@@ -358,6 +421,10 @@ impl ChatService {
             Err(RunError::Unavailable | RunError::Busy) => Stored::DatabaseUnavailable,
             Err(RunError::Failed(HistoryError::Database(e))) => {
                 tracing::error!(error = %e, "could not store the turn");
+                Stored::Failed
+            }
+            Err(RunError::Failed(HistoryError::AlreadyRecorded)) => {
+                tracing::error!("a new turn's id was already stored");
                 Stored::Failed
             }
         }

@@ -16,6 +16,9 @@ pub struct Model {
     pub sources: Json,
     #[sea_orm(column_name = "createdAt")]
     pub created_at: DateTimeUtc,
+    /// On a question: the turn it began, unique, so a replayed turn is stored once.
+    #[sea_orm(column_name = "turnId")]
+    pub turn_id: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

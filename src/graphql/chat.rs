@@ -17,7 +17,7 @@ use crate::auth::ClientInfo;
 use crate::auth::viewer::Viewer;
 use crate::chat::turns::TurnLog;
 use crate::chat::{
-    Asker, ChatError, ChatEvent as TurnEvent, ChatRequest, ChatService, SourceRef, Stored,
+    Asker, ChatError, ChatEvent as TurnEvent, ChatRequest, ChatService, Claimed, SourceRef, Stored,
 };
 
 #[derive(InputObject)]
@@ -55,7 +55,9 @@ impl ChatPayload {
     }
 
     /// The conversation the turn was stored in: null for anonymous readers, and null
-    /// with a `DATABASE_UNAVAILABLE` error when it could not be stored.
+    /// with a `DATABASE_UNAVAILABLE` error when it could not be stored; that error has
+    /// `extensions.pending: true` when the turn is journaled and will be stored in the
+    /// reader's history once the database is back.
     async fn conversation(&self) -> async_graphql::Result<Option<Conversation>> {
         stored_conversation(&self.stored)
     }
@@ -122,6 +124,7 @@ fn stored_conversation(stored: &Stored) -> async_graphql::Result<Option<Conversa
         Stored::NotKept => Ok(None),
         Stored::Kept(model) => Ok(Some(model.clone().into())),
         Stored::DatabaseUnavailable => Err(ApiError::DatabaseUnavailable.into()),
+        Stored::Pending => Err(ApiError::TurnPending.into()),
         Stored::ConversationGone => Err(ApiError::NotFound.into()),
         Stored::Failed => Err(ApiError::Internal("the turn could not be stored").into()),
     }
@@ -158,7 +161,13 @@ async fn begin(ctx: &Context<'_>, input: ChatInput) -> Result<Turn, ApiError> {
             // who asks (an outage not known yet looks like that); only storing the turn
             // is impossible.
             Ok(Err(ApiError::DatabaseUnavailable | ApiError::DatabaseBusy)) | Err(_) => {
-                Asker::Unverified
+                Asker::Unverified(match viewer(ctx) {
+                    Viewer::Token(claims) => Some(Claimed {
+                        user_id: claims.sub.clone(),
+                        session_id: claims.sid.clone(),
+                    }),
+                    _ => None,
+                })
             }
             Ok(Err(other)) => return Err(other),
         },

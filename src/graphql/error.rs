@@ -67,6 +67,9 @@ pub enum ApiError {
     /// `DATABASE_UNAVAILABLE` with `extensions.reason = "busy"` and `retryAfter`: the
     /// database is up but too slow or too loaded; the request was shed rather than queued.
     DatabaseBusy,
+    /// `DATABASE_UNAVAILABLE` with `extensions.pending = true`: a chat turn the database
+    /// could not take is journaled and will be stored when it is back.
+    TurnPending,
     /// `INTERNAL_SERVER_ERROR`: a database failure that is not an outage (a bug, a
     /// constraint we did not expect). Logged with its detail, sent without it.
     Database(DbErr),
@@ -82,7 +85,9 @@ impl ApiError {
             Self::NotFound => ErrorCode::NotFound,
             Self::UpstreamUnavailable => ErrorCode::UpstreamUnavailable,
             Self::RateLimited(_) => ErrorCode::RateLimited,
-            Self::DatabaseUnavailable | Self::DatabaseBusy => ErrorCode::DatabaseUnavailable,
+            Self::DatabaseUnavailable | Self::DatabaseBusy | Self::TurnPending => {
+                ErrorCode::DatabaseUnavailable
+            }
             Self::Database(_) | Self::Internal(_) => ErrorCode::InternalServerError,
         }
     }
@@ -108,6 +113,7 @@ impl ApiError {
             Self::DatabaseBusy => {
                 "the database is too busy to answer right now; try again shortly".into()
             }
+            Self::TurnPending => "the database is unavailable right now; this turn is saved and will appear in your history when it is back".into(),
             Self::Database(_) | Self::Internal(_) => "internal server error".into(),
         }
     }
@@ -151,6 +157,7 @@ impl From<ApiError> for async_graphql::Error {
             _ => None,
         };
         let busy = matches!(err, ApiError::DatabaseBusy);
+        let pending = matches!(err, ApiError::TurnPending);
         async_graphql::Error::new(err.message()).extend_with(|_, ext| {
             ext.set("code", code.as_str());
             if let Some(secs) = retry_after {
@@ -158,6 +165,9 @@ impl From<ApiError> for async_graphql::Error {
             }
             if busy {
                 ext.set("reason", "busy");
+            }
+            if pending {
+                ext.set("pending", true);
             }
         })
     }

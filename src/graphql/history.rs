@@ -18,6 +18,7 @@ impl From<HistoryError> for ApiError {
     fn from(err: HistoryError) -> Self {
         match err {
             HistoryError::NotFound => ApiError::NotFound,
+            HistoryError::AlreadyRecorded => ApiError::Internal("a turn was recorded twice"),
             HistoryError::Database(e) => ApiError::Database(e),
         }
     }

@@ -20,6 +20,11 @@ use async_graphql::{Name, Positioned, Request, ServerError};
 
 use super::error::ErrorCode;
 
+/// Longest document accepted, in bytes (variables are not counted: they carry the
+/// reader's text). GraphiQL's introspection query is under 2 KiB; parsing is the one
+/// cost of a refusal that grows with the document, and this caps it (1,500 aliases in
+/// 25 KiB took 4 ms to parse, `docs/benchmarks.md`).
+pub const MAX_QUERY_BYTES: usize = 16 * 1024;
 /// Deepest nesting of `{`, `(` and `[` in the document text. The deepest legitimate
 /// query (a history page with its messages and sources) nests about 10.
 pub const MAX_NESTING: usize = 64;
@@ -37,6 +42,12 @@ pub const MAX_VARIABLES: usize = 64;
 /// many directives or variables. Parses the document (the request keeps it, so execution
 /// does not parse again); a document that does not parse is left for execution to report.
 pub fn check(request: &mut Request) -> Result<(), ServerError> {
+    if request.query.len() > MAX_QUERY_BYTES {
+        return Err(refusal(format!(
+            "the document is {} bytes long; at most {MAX_QUERY_BYTES} are accepted",
+            request.query.len()
+        )));
+    }
     let nesting = nesting(&request.query);
     if nesting > MAX_NESTING {
         return Err(refusal(format!(
@@ -249,8 +260,13 @@ mod tests {
 
     #[test]
     fn aliases_and_directives_count() {
-        let aliases: String = (0..1001).map(|i| format!("a{i}: __typename ")).collect();
-        assert!(checked(&format!("{{ {aliases} }}")).is_err());
+        let aliases: String = (0..1001).map(|i| format!("a{i}:__typename ")).collect();
+        assert!(aliases.len() < MAX_QUERY_BYTES);
+        assert!(
+            checked(&format!("{{ {aliases} }}"))
+                .unwrap_err()
+                .contains("1000 fields")
+        );
         let directives: String = (0..51).map(|_| "@skip(if: false) ").collect();
         assert!(checked(&format!("{{ __typename {directives} }}")).is_err());
     }
@@ -260,8 +276,10 @@ mod tests {
         assert_eq!(nesting("{ a { b(x: [1]) } }"), 4);
         assert_eq!(nesting("{ a(s: \"{{{{\\\"{{\") # {{{{\n }"), 2);
         assert_eq!(nesting("{ a(s: \"\"\"{{{{ \\\"\"\" {{\"\"\") }"), 2);
-        let deep = format!("{}{}", "{a".repeat(100_000), "}".repeat(100_000));
-        assert!(checked(&deep).unwrap_err().contains("nests 100000 levels"));
+        let deep = format!("{}{}", "{a".repeat(5_000), "}".repeat(5_000));
+        assert!(checked(&deep).unwrap_err().contains("nests 5000 levels"));
+        let long = format!("{}{}", "{a".repeat(100_000), "}".repeat(100_000));
+        assert!(checked(&long).unwrap_err().contains("bytes long"));
     }
 
     #[test]

@@ -38,6 +38,8 @@ const DERIVED_TITLE_CHARS: usize = 80;
 pub enum HistoryError {
     /// The conversation does not exist or belongs to someone else (indistinguishable).
     NotFound,
+    /// A turn with this id is stored already (a replay that had been done before).
+    AlreadyRecorded,
     Database(DbErr),
 }
 
@@ -45,7 +47,7 @@ impl crate::db::AsDbErr for HistoryError {
     fn as_db_err(&self) -> Option<&DbErr> {
         match self {
             Self::Database(e) => Some(e),
-            Self::NotFound => None,
+            Self::NotFound | Self::AlreadyRecorded => None,
         }
     }
 }
@@ -117,6 +119,9 @@ impl ConversationTitle {
 /// What one chat turn adds to a conversation.
 #[derive(Debug, Clone)]
 pub struct NewTurn {
+    /// The turn's id, stored on the question and unique: recording the same turn twice
+    /// answers [`HistoryError::AlreadyRecorded`].
+    pub turn_id: String,
     pub question: String,
     pub answer: String,
     /// JSON array of the cited sources.
@@ -320,6 +325,13 @@ pub async fn record_turn(
 ) -> Result<RecordedTurn, HistoryError> {
     let txn = crate::db::begin_write(conn).await?;
     lock_reader(&txn, user_id).await?;
+    let seen = message::Entity::find()
+        .filter(message::Column::TurnId.eq(&turn.turn_id))
+        .one(&txn)
+        .await?;
+    if seen.is_some() {
+        return Err(HistoryError::AlreadyRecorded);
+    }
     let now = Utc::now();
     let conversation = match conversation_id {
         Some(id) => {
@@ -357,19 +369,29 @@ pub async fn record_turn(
             created
         }
     };
-    let question = new_message(
-        &conversation.id,
-        "user",
-        turn.question,
-        serde_json::json!([]),
-    );
+    let question = message::Model {
+        turn_id: Some(turn.turn_id),
+        ..new_message(
+            &conversation.id,
+            "user",
+            turn.question,
+            serde_json::json!([]),
+        )
+    };
     let answer = new_message(&conversation.id, "assistant", turn.answer, turn.sources);
-    message::Entity::insert_many([
+    let inserted = message::Entity::insert_many([
         message::ActiveModel::from(question.clone()),
         message::ActiveModel::from(answer.clone()),
     ])
     .exec_without_returning(&txn)
-    .await?;
+    .await;
+    if let Err(e) = inserted {
+        // Two replays of one turn at once: the unique index lets one through.
+        return Err(match e.sql_err() {
+            Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => HistoryError::AlreadyRecorded,
+            _ => HistoryError::Database(e),
+        });
+    }
     txn.commit().await?;
     Ok(RecordedTurn {
         conversation,
@@ -391,6 +413,7 @@ fn new_message(
         content,
         sources,
         created_at: Utc::now(),
+        turn_id: None,
     }
 }
 

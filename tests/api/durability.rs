@@ -174,6 +174,25 @@ async fn a_schema_that_cannot_be_migrated_stops_start_up() {
     }
 }
 
+async fn graphql_at(address: &str, token: Option<&str>, query: &str) -> Value {
+    let mut request = reqwest::Client::new()
+        .post(format!("http://{address}/graphql"))
+        .json(&json!({ "query": query }));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap().json().await.unwrap()
+}
+
+/// Whether the server at `address` reports the database as `status` within 30 s.
+async fn database_is(address: &str, status: &str) -> bool {
+    crate::helpers::eventually(Duration::from_secs(30), || async {
+        graphql_at(address, None, "{ health { database } }").await["data"]["health"]["database"]
+            == status
+    })
+    .await
+}
+
 /// A `lectern serve` process of its own, so a test can send it signals.
 struct ServerProcess {
     child: std::process::Child,
@@ -225,13 +244,7 @@ impl ServerProcess {
     }
 
     async fn graphql(&self, token: Option<&str>, query: &str) -> Value {
-        let mut request = reqwest::Client::new()
-            .post(format!("http://{}/graphql", self.address))
-            .json(&json!({ "query": query }));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        request.send().await.unwrap().json().await.unwrap()
+        graphql_at(&self.address, token, query).await
     }
 
     fn terminate(&self) {
@@ -349,4 +362,109 @@ async fn shutdown_finishes_the_answers_it_started() {
         assert_eq!(messages.len(), 2, "question and answer: {history}");
     }
     restarted.terminate();
+}
+
+/// Stop the database, chat several times (new conversations and one continued), restart
+/// the server, start the database: every turn reaches the reader's history, in the right
+/// conversation, none twice. While it is pending the reader is told so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn turns_answered_during_an_outage_reach_history_once() {
+    let Some(cluster) = crate::pg::PgCluster::init() else {
+        return;
+    };
+    cluster.start();
+    let data = tempfile::tempdir().unwrap();
+    let env = vec![
+        ("DATABASE_URL", cluster.url("postgres")),
+        ("DATABASE_TIMEOUT_MS", "1000".to_owned()),
+    ];
+    let server = ServerProcess::start(data.path(), &env);
+    assert!(database_is(&server.address, "UP").await);
+    let registered = server
+        .graphql(None, "mutation { register(input: {email: \"outage@example.com\", password: \"correct horse battery\", name: \"O\"}) { accessToken } }")
+        .await;
+    let token = registered["data"]["register"]["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let chat = |message: String, conversation: Option<String>| {
+        let (address, token) = (server.address.clone(), token.clone());
+        async move {
+            let input = json!({ "message": message, "conversationId": conversation });
+            reqwest::Client::new()
+                .post(format!("http://{address}/graphql"))
+                .bearer_auth(token)
+                .json(&json!({ "query": "mutation($input: ChatInput!) { chat(input: $input) { answer conversation { id } } }", "variables": { "input": input } }))
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let before = chat("How do bees dance?".into(), None).await;
+    let continued = before["data"]["chat"]["conversation"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    cluster.stop("fast");
+    assert!(database_is(&server.address, "DOWN").await);
+    let mut asked = Vec::new();
+    for n in 0..3 {
+        asked.push(chat(format!("What causes neap tides? ({n})"), None).await);
+    }
+    asked.push(chat("And in winter?".into(), Some(continued.clone())).await);
+    for answer in &asked {
+        assert!(
+            !answer["data"]["chat"]["answer"]
+                .as_str()
+                .unwrap()
+                .is_empty()
+        );
+        assert!(answer["data"]["chat"]["conversation"].is_null(), "{answer}");
+        assert_eq!(error_codes(answer), ["DATABASE_UNAVAILABLE"], "{answer}");
+        assert_eq!(
+            answer["errors"][0]["extensions"]["pending"], true,
+            "{answer}"
+        );
+    }
+
+    // A restart in between: the journal is on disk.
+    server.terminate();
+    let mut server = server;
+    assert!(server.child.wait().unwrap().success());
+    let server = ServerProcess::start(data.path(), &env);
+    cluster.start();
+    assert!(database_is(&server.address, "UP").await);
+    let history_query = "{ conversations(first: 10) { edges { node { id messages(first: 10) { edges { node { role content } } } } } } }";
+    let complete = |history: &Value| {
+        let edges = history["data"]["conversations"]["edges"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        edges.len() == 4
+            && edges.iter().all(|edge| {
+                let messages = edge["node"]["messages"]["edges"].as_array().unwrap().len();
+                let expected = if edge["node"]["id"] == continued.as_str() {
+                    4
+                } else {
+                    2
+                };
+                messages == expected
+            })
+    };
+    let stored = crate::helpers::eventually(Duration::from_secs(30), || async {
+        complete(&server.graphql(Some(&token), history_query).await)
+    })
+    .await;
+    let history = server.graphql(Some(&token), history_query).await;
+    assert!(stored, "every turn in history: {history}");
+    // None twice, however long the replayer keeps looking.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let history = server.graphql(Some(&token), history_query).await;
+    assert!(complete(&history), "{history}");
+    assert!(!data.path().join("turn-journal.jsonl").exists());
+    server.terminate();
 }

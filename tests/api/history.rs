@@ -38,6 +38,7 @@ async fn reader(app: &TestApp, email: &str) -> Reader {
 
 fn turn(n: usize) -> NewTurn {
     NewTurn {
+        turn_id: uuid::Uuid::new_v4().to_string(),
         question: format!("Question number {n}?"),
         answer: format!("Answer number {n}."),
         sources: json!([{ "title": "Chapter 1", "path": "docs/ch1.md", "snippet": "…", "score": 0.5 }]),
