@@ -39,6 +39,9 @@ const PROBE_INTERVAL: Duration = Duration::from_secs(2);
 /// Upper bound of applying migrations on first contact, the wait for another replica's
 /// migrations included.
 const MIGRATE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Work slower than this makes the supervisor probe at once (see
+/// `Database::outage_noticed`); a live database answers in milliseconds.
+const SLOW_OPERATION: Duration = Duration::from_millis(250);
 /// The PostgreSQL advisory lock replicas take turns on to migrate ("lectern" in ASCII).
 const MIGRATION_LOCK: i64 = 0x006c_6563_7465_726e;
 /// Upper bound of the probe's ping, on its own connection: a live database answers in
@@ -174,7 +177,13 @@ impl Database {
                     .increment(1);
                 return Err(RunError::Busy);
             };
-            tokio::time::timeout(self.inner.timeout, op(conn)).await
+            let work = tokio::time::timeout(self.inner.timeout, op(conn));
+            tokio::pin!(work);
+            tokio::select! {
+                biased;
+                outcome = &mut work => outcome,
+                () = self.outage_noticed() => return Err(RunError::Unavailable),
+            }
         } else {
             Ok(op(conn).await)
         };
@@ -187,6 +196,18 @@ impl Database {
             },
             Err(_elapsed) => Err(self.timed_out()),
         }
+    }
+
+    /// Resolves if, while some work is slow, the database turns out to be gone. An
+    /// abrupt stop is not seen by the work itself: the driver retries refused connections
+    /// until the timeout. So slow work wakes the supervisor, whose probe knows within a
+    /// second, and gives up as soon as it says the database is down.
+    async fn outage_noticed(&self) {
+        tokio::time::sleep(SLOW_OPERATION).await;
+        self.inner.wake.notify_one();
+        let mut state = self.inner.state.subscribe();
+        // The sender lives as long as `self`.
+        let _ = state.wait_for(|a| *a == Availability::Down).await;
     }
 
     /// Work that outlived the timeout (or found no free connection within it) is shed as

@@ -395,9 +395,10 @@ async fn migrate_with_the_database_absent_or_vanishing_ends_clearly() {
     app.shutdown().await;
 }
 
-/// Readers chat at once right after PostgreSQL stops abruptly, before the outage is
-/// known: each gets its answer (with `conversation: null` and `DATABASE_UNAVAILABLE`),
-/// none waits out the database timeout or fails because its session cannot be checked.
+/// Readers chat and read their history at once right after PostgreSQL stops abruptly,
+/// before the outage is known: each chat gets its answer (with `conversation: null` and
+/// `DATABASE_UNAVAILABLE`), none fails because its session cannot be checked, and the
+/// history reads are told the database is unavailable rather than busy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chats_right_after_an_immediate_stop_are_answered() {
     let Some(cluster) = PgCluster::init() else {
@@ -420,7 +421,25 @@ async fn chats_right_after_an_immediate_stop_are_answered() {
         let (client, endpoint) = (app.client.clone(), app.url("/graphql"));
         async move { post(&client, &endpoint, token, CHAT, json!({})).await }
     });
-    for (status, chat) in futures_util::future::join_all(chats).await {
+    let histories = tokens.iter().map(|token| {
+        let (client, endpoint) = (app.client.clone(), app.url("/graphql"));
+        async move { post(&client, &endpoint, token, HISTORY, json!({})).await }
+    });
+    let (chats, histories) = tokio::join!(
+        futures_util::future::join_all(chats),
+        futures_util::future::join_all(histories)
+    );
+    // History reads are told the database is down, not that it is busy: the outage is
+    // found out while they wait, instead of after DATABASE_TIMEOUT_MS.
+    for (status, history) in histories {
+        assert_eq!(status, 200);
+        assert_eq!(error_codes(&history), ["DATABASE_UNAVAILABLE"], "{history}");
+        assert!(
+            history["errors"][0]["extensions"]["reason"].is_null(),
+            "{history}"
+        );
+    }
+    for (status, chat) in chats {
         assert_eq!(status, 200);
         let answer = chat["data"]["chat"]["answer"].as_str().unwrap_or_default();
         assert!(!answer.is_empty(), "answered: {chat}");
