@@ -247,6 +247,18 @@ impl ServerProcess {
         graphql_at(&self.address, token, query).await
     }
 
+    /// Registers a reader and returns their access token.
+    async fn register(&self, email: &str) -> String {
+        let query = format!(
+            "mutation {{ register(input: {{email: \"{email}\", password: \"correct horse battery\", name: \"R\"}}) {{ accessToken }} }}"
+        );
+        let registered = self.graphql(None, &query).await;
+        registered["data"]["register"]["accessToken"]
+            .as_str()
+            .unwrap_or_else(|| panic!("registered: {registered}"))
+            .to_owned()
+    }
+
     fn terminate(&self) {
         std::process::Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
@@ -273,18 +285,8 @@ async fn shutdown_finishes_the_answers_it_started() {
     let mut env = fake.llm_settings();
     env.push(("SHUTDOWN_TIMEOUT_SECS", "20".into()));
     let server = ServerProcess::start(data.path(), &env);
-    let up = crate::helpers::eventually(Duration::from_secs(20), || async {
-        server.graphql(None, "{ health { database } }").await["data"]["health"]["database"] == "UP"
-    })
-    .await;
-    assert!(up);
-    let registered = server
-        .graphql(None, "mutation { register(input: {email: \"drain@example.com\", password: \"correct horse battery\", name: \"D\"}) { accessToken } }")
-        .await;
-    let token = registered["data"]["register"]["accessToken"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    assert!(database_is(&server.address, "UP").await);
+    let token = server.register("drain@example.com").await;
 
     let mut socket = crate::ws::connect(&server.address, Some(&token)).await;
     let stream = "subscription { chatStream(input: {message: \"How do bees dance?\"}) { __typename ... on ChatCompleted { answer conversation { id } } } }";
@@ -342,12 +344,7 @@ async fn shutdown_finishes_the_answers_it_started() {
     assert!(server.child.wait().unwrap().success());
 
     let restarted = ServerProcess::start(data.path(), &fake.llm_settings());
-    let up = crate::helpers::eventually(Duration::from_secs(20), || async {
-        restarted.graphql(None, "{ health { database } }").await["data"]["health"]["database"]
-            == "UP"
-    })
-    .await;
-    assert!(up);
+    assert!(database_is(&restarted.address, "UP").await);
     let history = restarted
         .graphql(Some(&token), "{ conversations(first: 5) { edges { node { messages(first: 5) { edges { node { role } } } } } } }")
         .await;
@@ -380,13 +377,7 @@ async fn turns_answered_during_an_outage_reach_history_once() {
     ];
     let server = ServerProcess::start(data.path(), &env);
     assert!(database_is(&server.address, "UP").await);
-    let registered = server
-        .graphql(None, "mutation { register(input: {email: \"outage@example.com\", password: \"correct horse battery\", name: \"O\"}) { accessToken } }")
-        .await;
-    let token = registered["data"]["register"]["accessToken"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = server.register("outage@example.com").await;
     let chat = |message: String, conversation: Option<String>| {
         let (address, token) = (server.address.clone(), token.clone());
         async move {
