@@ -21,6 +21,9 @@ pub struct Settings {
     pub jwt_secret: Option<Secret>,
     /// Lets sessions issued by a Better Auth server sharing the database sign in here too.
     pub better_auth_secret: Option<Secret>,
+    /// The format new password hashes are written in: scrypt (Better Auth's) by default
+    /// when a Better Auth server shares the database, argon2id otherwise.
+    pub password_hash: crate::auth::password::PasswordFormat,
     /// Browser origins allowed to call the API; empty means any origin in development and
     /// same-origin only in production.
     pub cors_origins: Vec<String>,
@@ -357,13 +360,24 @@ impl Settings {
                 })?;
         }
 
+        let better_auth_secret = get("BETTER_AUTH_SECRET").map(Secret::new);
+        let password_hash = {
+            use crate::auth::password::PasswordFormat;
+            match get("PASSWORD_HASH").as_deref() {
+                None if better_auth_secret.is_some() => PasswordFormat::Scrypt,
+                None | Some("argon2id") => PasswordFormat::Argon2id,
+                Some("scrypt") => PasswordFormat::Scrypt,
+                Some(other) => return Err(invalid("PASSWORD_HASH", other, "argon2id | scrypt")),
+            }
+        };
         Ok(Self {
             data_dir,
             database,
             bind_addr,
             app_env,
             jwt_secret,
-            better_auth_secret: get("BETTER_AUTH_SECRET").map(Secret::new),
+            better_auth_secret,
+            password_hash,
             cors_origins,
             auth_rate_limit_per_ip,
             auth_rate_limit_per_email,
@@ -658,11 +672,31 @@ mod tests {
             ("HTTP_HEADER_TIMEOUT_SECS", "0"),
             ("MAX_CONNECTIONS", "0"),
             ("CHAT_RATE_LIMIT_PER_IP", "-1"),
+            ("PASSWORD_HASH", "bcrypt"),
         ] {
             let err = settings(&[(key, value)]).unwrap_err();
             assert_eq!(err.variable, key, "{err}");
             assert!(err.to_string().starts_with("configuration error: "));
         }
+    }
+
+    #[test]
+    fn password_hashes_default_to_the_format_better_auth_reads() {
+        use crate::auth::password::PasswordFormat;
+        assert_eq!(
+            settings(&[]).unwrap().password_hash,
+            PasswordFormat::Argon2id
+        );
+        let shared = [("BETTER_AUTH_SECRET", "s")];
+        assert_eq!(
+            settings(&shared).unwrap().password_hash,
+            PasswordFormat::Scrypt
+        );
+        let chosen = [("BETTER_AUTH_SECRET", "s"), ("PASSWORD_HASH", "argon2id")];
+        assert_eq!(
+            settings(&chosen).unwrap().password_hash,
+            PasswordFormat::Argon2id
+        );
     }
 
     #[test]

@@ -110,7 +110,10 @@ impl Application {
             auth::tokens::TokenKeys::generated()
         });
         let auth = auth::AuthService {
-            hasher: auth::password::PasswordHasher::new(settings.limits.hash_queue as usize)?,
+            hasher: auth::password::PasswordHasher::new(
+                settings.limits.hash_queue as usize,
+                settings.password_hash,
+            )?,
             keys: auth::tokens::TokenKeys::new(&jwt_secret),
             limits: auth::rate_limit::AuthRateLimits::new(
                 settings.auth_rate_limit_per_ip,

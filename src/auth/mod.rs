@@ -236,7 +236,7 @@ impl AuthService {
                     .filter(account::Column::Id.eq(&credential.id))
                     .exec(conn)
                     .await?;
-                tracing::info!(user_id = %user.id, "password hash upgraded to argon2id");
+                tracing::info!(user_id = %user.id, "password hash rewritten in the configured format");
             }
             Verified::Yes => {}
         }

@@ -1,8 +1,10 @@
 //! Password hashing off the async workers.
 //!
-//! New hashes are argon2id with the argon2 crate's defaults (OWASP: m=19456 KiB, t=2,
-//! p=1) as PHC strings. Better Auth's scrypt hashes verify too, and [`Verified::Upgrade`]
-//! tells the caller to replace them. Every hash runs on a small pool of threads of its own,
+//! New hashes are written in the configured [`PasswordFormat`]: argon2id with the argon2
+//! crate's defaults (OWASP: m=19456 KiB, t=2, p=1) as PHC strings, or Better Auth's scrypt
+//! format when a Better Auth server shares the database. Both formats always verify, and
+//! [`Verified::Upgrade`] tells the caller to rewrite a hash in the configured one.
+//! Passwords are NFKC-normalised before hashing, as Better Auth does. Every hash runs on a small pool of threads of its own,
 //! one per core, so a login storm queues instead of starving other requests. The threads
 //! live as long as the hasher: each keeps argon2's 19 MiB warm in its allocator, where
 //! tokio's blocking pool would hand hashes to fresh threads that fault that memory in
@@ -54,6 +56,19 @@ pub struct PasswordHasher {
     /// `RATE_LIMITED` instead of queueing (300 queued logins waited 4–7 s each).
     queued: Arc<AtomicUsize>,
     max_queued: usize,
+    /// The format new hashes are written in (`PASSWORD_HASH`).
+    format: PasswordFormat,
+}
+
+/// The format new password hashes are written in. Both are always verified; a hash in
+/// the other format is rewritten in this one at the next sign-in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordFormat {
+    /// argon2id PHC strings with the OWASP parameters.
+    Argon2id,
+    /// Better Auth's own `salt:key` scrypt format, so that a Better Auth server sharing
+    /// the database can verify every password (it cannot verify argon2id by default).
+    Scrypt,
 }
 
 /// One place in the hashing queue, given back when dropped (also when the request that
@@ -67,8 +82,9 @@ impl Drop for QueuePlace {
 }
 
 impl PasswordHasher {
-    /// `max_queued` hashes may wait or run at once (`AUTH_HASH_QUEUE`).
-    pub fn new(max_queued: usize) -> Result<Self, HashError> {
+    /// `max_queued` hashes may wait or run at once (`AUTH_HASH_QUEUE`); new hashes are
+    /// written as `format`.
+    pub fn new(max_queued: usize, format: PasswordFormat) -> Result<Self, HashError> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let random: [u8; 16] = rand::random();
         let dummy_hash = hash_now(&hex(&random))?;
@@ -99,6 +115,7 @@ impl PasswordHasher {
             dummy_hash: dummy_hash.into(),
             queued: Arc::new(AtomicUsize::new(0)),
             max_queued: max_queued.max(1),
+            format,
         })
     }
 
@@ -107,10 +124,23 @@ impl PasswordHasher {
         self.permits.available_permits()
     }
 
-    /// Hashes a new password as an argon2id PHC string.
+    /// Hashes a new password in the configured format, NFKC-normalised first as Better
+    /// Auth does, so the same password typed in another Unicode form still matches.
     pub async fn hash(&self, password: &str) -> Result<String, HashError> {
-        let password = password.to_owned();
-        self.on_hashing_threads(move || hash_now(&password)).await?
+        let normalized: String = password.nfkc().collect();
+        match self.format {
+            PasswordFormat::Argon2id => {
+                self.on_hashing_threads(move || hash_now(&normalized))
+                    .await?
+            }
+            PasswordFormat::Scrypt => {
+                let salt = hex(&rand::random::<[u8; 16]>());
+                self.on_hashing_threads(move || {
+                    Ok::<_, HashError>(better_auth_scrypt_hash(&normalized, &salt))
+                })
+                .await?
+            }
+        }
     }
 
     /// Checks `password` against a stored hash, or against the dummy when there is none.
@@ -124,8 +154,9 @@ impl PasswordHasher {
             Some(s) => (s.to_owned(), true),
             None => (self.dummy_hash.to_string(), false),
         };
+        let format = self.format;
         let verdict = self
-            .on_hashing_threads(move || verify_now(&password, &stored))
+            .on_hashing_threads(move || verify_now(&password, &stored, format))
             .await?;
         Ok(if known { verdict } else { Verified::No })
     }
@@ -170,19 +201,35 @@ pub fn hash_now(password: &str) -> Result<String, HashError> {
         .map_err(|e| HashError::Hash(e.to_string()))
 }
 
-fn verify_now(password: &str, stored: &str) -> Verified {
+/// Checks a password against a stored hash of either format. `Upgrade` when it matches
+/// but the hash should be written again: it is in the other format, or it is an argon2id
+/// hash of the password as typed, from before passwords were normalised.
+fn verify_now(password: &str, stored: &str, format: PasswordFormat) -> Verified {
+    let matched = |current: bool| match current {
+        true => Verified::Yes,
+        false => Verified::Upgrade,
+    };
     if stored.starts_with("$argon2") {
         let Ok(parsed) = PasswordHash::new(stored) else {
             tracing::warn!("stored password hash is not a valid PHC string");
             return Verified::No;
         };
-        return match Argon2::default().verify_password(password.as_bytes(), &parsed) {
-            Ok(()) => Verified::Yes,
-            Err(_) => Verified::No,
+        let normalized: String = password.nfkc().collect();
+        let verifies = |candidate: &str| {
+            Argon2::default()
+                .verify_password(candidate.as_bytes(), &parsed)
+                .is_ok()
         };
+        if verifies(&normalized) {
+            return matched(format == PasswordFormat::Argon2id);
+        }
+        if normalized != password && verifies(password) {
+            return Verified::Upgrade;
+        }
+        return Verified::No;
     }
     match verify_better_auth_scrypt(password, stored) {
-        Some(true) => Verified::Upgrade,
+        Some(true) => matched(format == PasswordFormat::Scrypt),
         Some(false) => Verified::No,
         None => {
             tracing::warn!("stored password hash has an unknown format");
@@ -232,8 +279,8 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Produces a hash in Better Auth's scrypt format; the tests use it to stand in for a
-/// database row written by a Better Auth server.
+/// A hash in Better Auth's scrypt format (`PASSWORD_HASH=scrypt`); the tests also use
+/// it to stand in for a database row written by a Better Auth server.
 pub fn better_auth_scrypt_hash(password: &str, salt_hex: &str) -> String {
     let params = scrypt::Params::new(14, 16, 1).expect("constant scrypt parameters are valid");
     let normalized: String = password.nfkc().collect();
@@ -254,7 +301,7 @@ mod tests {
 
     #[tokio::test]
     async fn argon2id_round_trip_with_owasp_parameters() {
-        let hasher = PasswordHasher::new(8).unwrap();
+        let hasher = PasswordHasher::new(8, PasswordFormat::Argon2id).unwrap();
         let hash = hasher.hash("correct horse battery").await.unwrap();
         assert!(
             hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
@@ -278,7 +325,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_same_password_hashes_differently_each_time() {
-        let hasher = PasswordHasher::new(8).unwrap();
+        let hasher = PasswordHasher::new(8, PasswordFormat::Argon2id).unwrap();
         let a = hasher.hash("same password").await.unwrap();
         let b = hasher.hash("same password").await.unwrap();
         assert_ne!(a, b, "a fresh salt every time");
@@ -286,7 +333,7 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_users_never_verify() {
-        let hasher = PasswordHasher::new(8).unwrap();
+        let hasher = PasswordHasher::new(8, PasswordFormat::Argon2id).unwrap();
         assert_eq!(
             hasher.verify("anything at all", None).await.unwrap(),
             Verified::No
@@ -295,7 +342,7 @@ mod tests {
 
     #[tokio::test]
     async fn better_auth_scrypt_hashes_verify_and_ask_for_an_upgrade() {
-        let hasher = PasswordHasher::new(8).unwrap();
+        let hasher = PasswordHasher::new(8, PasswordFormat::Argon2id).unwrap();
         let stored = better_auth_scrypt_hash("päss wörd 123", "0123456789abcdef0123456789abcdef");
         assert_eq!(
             hasher.verify("päss wörd 123", Some(&stored)).await.unwrap(),
@@ -347,10 +394,47 @@ mod tests {
     fn garbage_hashes_are_refused_not_panicked_on() {
         for stored in ["", ":", "zz:zz", "$argon2id$nonsense", "abc:1234"] {
             assert_eq!(
-                verify_now("whatever password", stored),
+                verify_now("whatever password", stored, PasswordFormat::Argon2id),
                 Verified::No,
                 "{stored}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn scrypt_format_writes_hashes_better_auth_verifies() {
+        let hasher = PasswordHasher::new(8, PasswordFormat::Scrypt).unwrap();
+        let hash = hasher.hash("päss wörd ﬁne").await.unwrap();
+        assert!(!hash.starts_with('$'), "{hash}");
+        assert_eq!(
+            verify_better_auth_scrypt("päss wörd fine", &hash),
+            Some(true)
+        );
+        assert_eq!(
+            hasher.verify("päss wörd ﬁne", Some(&hash)).await.unwrap(),
+            Verified::Yes,
+            "no upgrade away from the format Better Auth reads"
+        );
+        let argon = hash_now("päss wörd fine").unwrap();
+        assert_eq!(
+            hasher.verify("päss wörd fine", Some(&argon)).await.unwrap(),
+            Verified::Upgrade
+        );
+    }
+
+    #[tokio::test]
+    async fn passwords_are_normalised_and_old_unnormalised_hashes_still_verify() {
+        let hasher = PasswordHasher::new(8, PasswordFormat::Argon2id).unwrap();
+        let hash = hasher.hash("ﬁne password").await.unwrap();
+        assert_eq!(
+            hasher.verify("fine password", Some(&hash)).await.unwrap(),
+            Verified::Yes
+        );
+        // Written before normalisation: the password as typed.
+        let legacy = hash_now("ﬁne password").unwrap();
+        assert_eq!(
+            hasher.verify("ﬁne password", Some(&legacy)).await.unwrap(),
+            Verified::Upgrade
+        );
     }
 }

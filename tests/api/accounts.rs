@@ -354,6 +354,72 @@ async fn better_auth_scrypt_hash_verifies_and_is_upgraded() {
 
 const BETTER_AUTH_SECRET: &str = "better-auth-secret-for-tests-0123456789";
 
+/// With a Better Auth server sharing the database (`BETTER_AUTH_SECRET` set), passwords
+/// stay in the format Better Auth verifies: a reader registered here gets a scrypt hash
+/// Better Auth's algorithm reproduces, and a Better Auth reader's hash is left as it is
+/// after signing in here (rewriting it as argon2id locked them out of Better Auth).
+/// Passwords match in any Unicode form of the same text.
+#[tokio::test]
+async fn sharing_with_better_auth_keeps_its_password_format() {
+    let shared = [("BETTER_AUTH_SECRET", BETTER_AUTH_SECRET)];
+    for_each_backend_with(&shared, |app| async move {
+        let conn = app.database.connection();
+        let stored = |user_id: String| async move {
+            account::Entity::find()
+                .filter(account::Column::UserId.eq(user_id))
+                .one(conn)
+                .await
+                .unwrap()
+                .unwrap()
+                .password
+                .unwrap()
+        };
+        // Registered here, with a ligature in the password.
+        let registered = register(&app, "here@example.com", "ﬁne horse battery").await;
+        let id = registered["user"]["id"].as_str().unwrap().to_owned();
+        let hash = stored(id.clone()).await;
+        let (salt, _) = hash.split_once(':').expect("Better Auth's salt:key format");
+        assert_eq!(better_auth_scrypt_hash("fine horse battery", salt), hash);
+        let typed_otherwise = login(&app, "here@example.com", "fine horse battery").await;
+        assert!(typed_otherwise["errors"].is_null(), "{typed_otherwise}");
+        assert_eq!(stored(id).await, hash, "unchanged by signing in");
+
+        // Written by Better Auth, signed in here: left as it is.
+        let now = Utc::now();
+        user::Entity::insert(user::ActiveModel {
+            id: Set("BaUser0000000000000000001".into()),
+            name: Set("From Better Auth".into()),
+            email: Set("there@example.com".into()),
+            email_verified: Set(true),
+            image: Set(None),
+            created_at: Set(now),
+            updated_at: Set(now),
+        })
+        .exec_without_returning(conn)
+        .await
+        .unwrap();
+        let theirs = better_auth_scrypt_hash(PASSWORD, "0123456789abcdef0123456789abcdef");
+        account::Entity::insert(account::ActiveModel {
+            id: Set("BaAccount00000000000000001".into()),
+            account_id: Set("BaUser0000000000000000001".into()),
+            provider_id: Set("credential".into()),
+            user_id: Set("BaUser0000000000000000001".into()),
+            password: Set(Some(theirs.clone())),
+            created_at: Set(now),
+            updated_at: Set(now),
+            ..Default::default()
+        })
+        .exec_without_returning(conn)
+        .await
+        .unwrap();
+        let signed_in = login(&app, "there@example.com", PASSWORD).await;
+        assert!(signed_in["errors"].is_null(), "{signed_in}");
+        assert_eq!(stored("BaUser0000000000000000001".into()).await, theirs);
+        app.shutdown().await;
+    })
+    .await;
+}
+
 /// With `BETTER_AUTH_SECRET` set, a session Better Auth wrote (cookie or bearer, signed)
 /// signs the reader in; unsigned, wrongly signed or expired ones do not.
 #[tokio::test]
