@@ -21,6 +21,11 @@ pub struct Settings {
     pub jwt_secret: Option<Secret>,
     /// Lets sessions issued by a Better Auth server sharing the database sign in here too.
     pub better_auth_secret: Option<Secret>,
+    /// Better Auth's `advanced.cookiePrefix`: its session cookie is `{prefix}.session_token`.
+    pub better_auth_cookie_prefix: String,
+    /// Refuse sign-ins of accounts whose email is not verified, as Better Auth's
+    /// `emailAndPassword.requireEmailVerification` does.
+    pub require_email_verification: bool,
     /// The format new password hashes are written in: scrypt (Better Auth's) by default
     /// when a Better Auth server shares the database, argon2id otherwise.
     pub password_hash: crate::auth::password::PasswordFormat,
@@ -370,6 +375,25 @@ impl Settings {
                 Some(other) => return Err(invalid("PASSWORD_HASH", other, "argon2id | scrypt")),
             }
         };
+        let better_auth_cookie_prefix = get("BETTER_AUTH_COOKIE_PREFIX")
+            .unwrap_or_else(|| crate::auth::better_auth::DEFAULT_COOKIE_PREFIX.to_owned());
+        if !better_auth_cookie_prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(invalid(
+                "BETTER_AUTH_COOKIE_PREFIX",
+                &better_auth_cookie_prefix,
+                "letters, digits, '-', '_' and '.', as in Better Auth's advanced.cookiePrefix",
+            ));
+        }
+        let require_email_verification = match get("REQUIRE_EMAIL_VERIFICATION").as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(invalid("REQUIRE_EMAIL_VERIFICATION", other, "true | false"));
+            }
+        };
         Ok(Self {
             data_dir,
             database,
@@ -377,6 +401,8 @@ impl Settings {
             app_env,
             jwt_secret,
             better_auth_secret,
+            better_auth_cookie_prefix,
+            require_email_verification,
             password_hash,
             cors_origins,
             auth_rate_limit_per_ip,
@@ -673,6 +699,8 @@ mod tests {
             ("MAX_CONNECTIONS", "0"),
             ("CHAT_RATE_LIMIT_PER_IP", "-1"),
             ("PASSWORD_HASH", "bcrypt"),
+            ("BETTER_AUTH_COOKIE_PREFIX", "my app"),
+            ("REQUIRE_EMAIL_VERIFICATION", "yes"),
         ] {
             let err = settings(&[(key, value)]).unwrap_err();
             assert_eq!(err.variable, key, "{err}");

@@ -122,11 +122,14 @@ impl Application {
             ),
             sessions: auth::SessionEvents::default(),
             reuse_grace: settings.limits.refresh_reuse_grace,
+            require_email_verification: settings.require_email_verification,
         };
-        let better_auth = settings
-            .better_auth_secret
-            .clone()
-            .map(|secret| Arc::new(auth::better_auth::BetterAuthVerifier::new(secret)));
+        let better_auth = settings.better_auth_secret.clone().map(|secret| {
+            Arc::new(auth::better_auth::BetterAuthVerifier::new(
+                secret,
+                &settings.better_auth_cookie_prefix,
+            ))
+        });
         let retriever = Arc::new(open_retriever(&settings).await?);
         index_corpus_on_first_start(&retriever, &settings.corpus_dir).await;
         let generator = Arc::new(llm::Generator::new(

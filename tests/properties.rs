@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use proptest::prelude::*;
 
-use lectern::auth::better_auth::BetterAuthVerifier;
+use lectern::auth::better_auth::{BetterAuthVerifier, DEFAULT_COOKIE_PREFIX};
 use lectern::auth::tokens::TokenKeys;
 use lectern::config::Secret;
 use lectern::history::cursor::{self, ConversationCursor};
@@ -110,10 +110,10 @@ proptest! {
         token in "[A-Za-z0-9]{1,64}",
         garbage in "\\PC{0,200}",
     ) {
-        let verifier = BetterAuthVerifier::new(Secret::new("better-auth-secret"));
+        let verifier = BetterAuthVerifier::new(Secret::new("better-auth-secret"), DEFAULT_COOKIE_PREFIX);
         prop_assert_eq!(verifier.verify(&verifier.sign(&token)), Some(token.clone()));
         prop_assert!(verifier.verify(&garbage).is_none());
-        let other = BetterAuthVerifier::new(Secret::new("another-secret"));
+        let other = BetterAuthVerifier::new(Secret::new("another-secret"), DEFAULT_COOKIE_PREFIX);
         prop_assert!(other.verify(&verifier.sign(&token)).is_none());
     }
 

@@ -12,20 +12,30 @@ use sha2::Sha256;
 
 use crate::config::Secret;
 
-/// Cookie names Better Auth uses (the second with `useSecureCookies`).
-pub const SESSION_COOKIES: [&str; 2] = [
-    "better-auth.session_token",
-    "__Secure-better-auth.session_token",
-];
+/// Better Auth's default cookie prefix (`advanced.cookiePrefix`).
+pub const DEFAULT_COOKIE_PREFIX: &str = "better-auth";
 
 #[derive(Clone)]
 pub struct BetterAuthVerifier {
     secret: Secret,
+    /// The session cookie's names: `{prefix}.session_token`, and with the `__Secure-`
+    /// prefix Better Auth adds under `useSecureCookies` (HTTPS).
+    session_cookies: [String; 2],
 }
 
 impl BetterAuthVerifier {
-    pub fn new(secret: Secret) -> Self {
-        Self { secret }
+    /// `cookie_prefix` is Better Auth's `advanced.cookiePrefix` (`BETTER_AUTH_COOKIE_PREFIX`).
+    pub fn new(secret: Secret, cookie_prefix: &str) -> Self {
+        let name = format!("{cookie_prefix}.session_token");
+        Self {
+            secret,
+            session_cookies: [format!("__Secure-{name}"), name],
+        }
+    }
+
+    /// Whether `name` is the session cookie.
+    pub fn is_session_cookie(&self, name: &str) -> bool {
+        self.session_cookies.iter().any(|cookie| cookie == name)
     }
 
     /// The session token inside a signed value, if the signature is right. Accepts the
@@ -92,7 +102,7 @@ mod tests {
 
     #[test]
     fn a_cookie_signed_by_better_auth_verifies() {
-        let verifier = BetterAuthVerifier::new(Secret::new(SECRET));
+        let verifier = BetterAuthVerifier::new(Secret::new(SECRET), DEFAULT_COOKIE_PREFIX);
         assert_eq!(
             verifier.verify(COOKIE).as_deref(),
             Some("k3Jd8sQpXzVb1nLm0aR7tYw2eUcH5gFi")
@@ -102,9 +112,9 @@ mod tests {
 
     #[test]
     fn wrong_secret_or_tampering_is_refused() {
-        let other = BetterAuthVerifier::new(Secret::new("another-secret"));
+        let other = BetterAuthVerifier::new(Secret::new("another-secret"), DEFAULT_COOKIE_PREFIX);
         assert_eq!(other.verify(COOKIE), None);
-        let verifier = BetterAuthVerifier::new(Secret::new(SECRET));
+        let verifier = BetterAuthVerifier::new(Secret::new(SECRET), DEFAULT_COOKIE_PREFIX);
         let tampered = COOKIE.replacen("k3J", "k4J", 1);
         assert_eq!(verifier.verify(&tampered), None);
         for garbage in ["", ".", "abc", "abc.%zz", "token.short=", "%"] {

@@ -48,6 +48,9 @@ pub enum AuthError {
     InvalidSession,
     /// `RATE_LIMITED`, with how long to wait.
     RateLimited(Duration),
+    /// `EMAIL_NOT_VERIFIED`: right password, but `REQUIRE_EMAIL_VERIFICATION` is on and the
+    /// address has not been verified (through Better Auth's verification flow).
+    EmailNotVerified,
     /// `INTERNAL_SERVER_ERROR` or `DATABASE_UNAVAILABLE`, decided by the guard.
     Database(DbErr),
     /// `INTERNAL_SERVER_ERROR`: hashing failed.
@@ -72,6 +75,8 @@ pub struct AuthService {
     /// How long after a refresh the same refresh token may be presented again without
     /// revoking the session (`REFRESH_REUSE_GRACE_SECS`).
     pub reuse_grace: Duration,
+    /// Sign in only accounts whose email is verified (`REQUIRE_EMAIL_VERIFICATION`).
+    pub require_email_verification: bool,
 }
 
 /// Sessions ended by this process (logout, refresh-token reuse), announced by
@@ -171,6 +176,12 @@ impl AuthService {
         })
         .exec_without_returning(&txn)
         .await?;
+        if self.require_email_verification {
+            // The account exists; it signs in once its address is verified.
+            txn.commit().await?;
+            tracing::info!(user_id = %user.id, "account registered; email to be verified");
+            return Err(AuthError::EmailNotVerified);
+        }
         let mut issued = self.start_session(&txn, user, &client).await?;
         txn.commit().await?;
         issued.device_token = Some(self.limits.device_token(email.as_str()));
@@ -219,6 +230,10 @@ impl AuthService {
             tracing::info!("login failed: unknown email");
             return Err(AuthError::InvalidCredentials);
         };
+        if verdict != Verified::No && self.require_email_verification && !user.email_verified {
+            tracing::info!(user_id = %user.id, "login refused: email not verified");
+            return Err(AuthError::EmailNotVerified);
+        }
         match verdict {
             Verified::No => {
                 tracing::info!(user_id = %user.id, "login failed: wrong password");

@@ -4,7 +4,7 @@
 use axum::http::HeaderMap;
 use axum::http::header::{AUTHORIZATION, COOKIE};
 
-use super::better_auth::{BetterAuthVerifier, SESSION_COOKIES};
+use super::better_auth::BetterAuthVerifier;
 use super::tokens::{AccessClaims, TokenKeys};
 
 /// The caller of one request.
@@ -50,7 +50,7 @@ impl Viewer {
         let Some(verifier) = better_auth else {
             return Self::Anonymous;
         };
-        match session_cookie(headers) {
+        match session_cookie(headers, verifier) {
             Some(value) => verifier
                 .verify(&value)
                 .map_or(Self::Rejected, Self::BetterAuth),
@@ -59,13 +59,13 @@ impl Viewer {
     }
 }
 
-fn session_cookie(headers: &HeaderMap) -> Option<String> {
+fn session_cookie(headers: &HeaderMap, verifier: &BetterAuthVerifier) -> Option<String> {
     headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| SESSION_COOKIES.contains(name))
+        .find(|(name, _)| verifier.is_session_cookie(name))
         .map(|(_, value)| value.to_owned())
 }

@@ -18,6 +18,7 @@ pub enum ErrorCode {
     InvalidCredentials,
     NotFound,
     RateLimited,
+    EmailNotVerified,
     DatabaseUnavailable,
     UpstreamUnavailable,
     InternalServerError,
@@ -32,6 +33,7 @@ impl ErrorCode {
             Self::InvalidCredentials => "INVALID_CREDENTIALS",
             Self::NotFound => "NOT_FOUND",
             Self::RateLimited => "RATE_LIMITED",
+            Self::EmailNotVerified => "EMAIL_NOT_VERIFIED",
             Self::DatabaseUnavailable => "DATABASE_UNAVAILABLE",
             Self::UpstreamUnavailable => "UPSTREAM_UNAVAILABLE",
             Self::InternalServerError => "INTERNAL_SERVER_ERROR",
@@ -58,6 +60,9 @@ pub enum ApiError {
     NotFound,
     /// `RATE_LIMITED`: with `extensions.retryAfter` in whole seconds.
     RateLimited(Duration),
+    /// `EMAIL_NOT_VERIFIED`: `REQUIRE_EMAIL_VERIFICATION` is on and this account's email
+    /// is not verified yet.
+    EmailNotVerified,
     /// `UPSTREAM_UNAVAILABLE`: the vector store (or another upstream service) failed.
     UpstreamUnavailable,
     /// `INTERNAL_SERVER_ERROR` for a cause that is not the database's; logged.
@@ -85,6 +90,7 @@ impl ApiError {
             Self::NotFound => ErrorCode::NotFound,
             Self::UpstreamUnavailable => ErrorCode::UpstreamUnavailable,
             Self::RateLimited(_) => ErrorCode::RateLimited,
+            Self::EmailNotVerified => ErrorCode::EmailNotVerified,
             Self::DatabaseUnavailable | Self::DatabaseBusy | Self::TurnPending => {
                 ErrorCode::DatabaseUnavailable
             }
@@ -103,6 +109,9 @@ impl ApiError {
             Self::NotFound => "not found".into(),
             Self::UpstreamUnavailable => {
                 "a service the answer depends on is unavailable; try again shortly".into()
+            }
+            Self::EmailNotVerified => {
+                "verify your email address first (see the message you were sent)".into()
             }
             Self::RateLimited(wait) => {
                 format!("too many attempts; retry in {} s", retry_after_secs(*wait))
@@ -131,6 +140,7 @@ impl From<AuthError> for ApiError {
             AuthError::InvalidCredentials => Self::InvalidCredentials,
             AuthError::InvalidSession => Self::Unauthenticated,
             AuthError::RateLimited(wait) => Self::RateLimited(wait),
+            AuthError::EmailNotVerified => Self::EmailNotVerified,
             AuthError::Database(e) => Self::Database(e),
             AuthError::Hashing(crate::auth::password::HashError::Busy) => {
                 Self::RateLimited(Duration::from_secs(1))

@@ -7,7 +7,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::Utc;
-use lectern::auth::better_auth::BetterAuthVerifier;
+use lectern::auth::better_auth::{BetterAuthVerifier, DEFAULT_COOKIE_PREFIX};
 use lectern::auth::password::better_auth_scrypt_hash;
 use lectern::auth::tokens::{AccessClaims, TokenKeys};
 use lectern::config::Secret;
@@ -456,7 +456,8 @@ async fn better_auth_session_cookie_is_accepted() {
                 .await
                 .unwrap();
             }
-            let verifier = BetterAuthVerifier::new(Secret::new(BETTER_AUTH_SECRET));
+            let verifier =
+                BetterAuthVerifier::new(Secret::new(BETTER_AUTH_SECRET), DEFAULT_COOKIE_PREFIX);
             let signed = verifier.sign("k3Jd8sQpXzVb1nLm0aR7tYw2eUcH5gFi");
             let me_with_cookie = |cookie: String| {
                 let app = &app;
@@ -487,8 +488,9 @@ async fn better_auth_session_cookie_is_accepted() {
                 ["UNAUTHENTICATED"],
                 "a leaked table is not enough"
             );
-            let foreign = BetterAuthVerifier::new(Secret::new("not-the-secret"))
-                .sign("k3Jd8sQpXzVb1nLm0aR7tYw2eUcH5gFi");
+            let foreign =
+                BetterAuthVerifier::new(Secret::new("not-the-secret"), DEFAULT_COOKIE_PREFIX)
+                    .sign("k3Jd8sQpXzVb1nLm0aR7tYw2eUcH5gFi");
             let wrong = me_with_cookie(format!("better-auth.session_token={foreign}")).await;
             assert_eq!(error_codes(&wrong), ["UNAUTHENTICATED"]);
             let expired = me_with_cookie(format!(
@@ -602,4 +604,92 @@ async fn signed_in_fields_are_partial_data_errors_while_the_database_is_down() {
     .await;
     assert!(recovered, "me works again once PostgreSQL is back");
     app.shutdown().await;
+}
+
+/// `BETTER_AUTH_COOKIE_PREFIX` follows Better Auth's `advanced.cookiePrefix`: the session
+/// cookie under that name (plain or `__Secure-`) signs the reader in; the default name no
+/// longer does.
+#[tokio::test]
+async fn a_custom_better_auth_cookie_prefix_is_recognised() {
+    let extra = [
+        ("BETTER_AUTH_SECRET", BETTER_AUTH_SECRET),
+        ("BETTER_AUTH_COOKIE_PREFIX", "my-app"),
+    ];
+    let app = crate::helpers::spawn_app(Backend::Sqlite, &extra)
+        .await
+        .unwrap();
+    let registered = register(&app, "prefix@example.com", PASSWORD).await;
+    let now = Utc::now();
+    session::Entity::insert(session::ActiveModel {
+        id: Set("ba-prefixed".into()),
+        expires_at: Set(now + chrono::Duration::days(1)),
+        token: Set("Pr3Jd8sQpXzVb1nLm0aR7tYw2eUcH5gF".into()),
+        created_at: Set(now),
+        updated_at: Set(now),
+        ip_address: Set(None),
+        user_agent: Set(None),
+        user_id: Set(str_of(&registered, "/user/id").to_owned()),
+    })
+    .exec_without_returning(app.database.connection())
+    .await
+    .unwrap();
+    let signed = BetterAuthVerifier::new(Secret::new(BETTER_AUTH_SECRET), "my-app")
+        .sign("Pr3Jd8sQpXzVb1nLm0aR7tYw2eUcH5gF");
+    let me_with = |cookie: String| {
+        let app = &app;
+        async move {
+            let response = app
+                .client
+                .post(app.url("/graphql"))
+                .header("cookie", cookie)
+                .json(&json!({ "query": ME }))
+                .send()
+                .await
+                .unwrap();
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    for name in ["my-app.session_token", "__Secure-my-app.session_token"] {
+        let me = me_with(format!("{name}={signed}")).await;
+        assert_eq!(
+            me["data"]["me"]["email"], "prefix@example.com",
+            "{name}: {me}"
+        );
+    }
+    let default_name = me_with(format!("better-auth.session_token={signed}")).await;
+    assert_eq!(default_name["data"]["me"], Value::Null, "{default_name}");
+    app.shutdown().await;
+}
+
+/// `REQUIRE_EMAIL_VERIFICATION` refuses, as Better Auth's `requireEmailVerification` does,
+/// the sign-in of an account whose email is not verified (`EMAIL_NOT_VERIFIED`, and only
+/// for the right password); once verified, it signs in.
+#[tokio::test]
+async fn unverified_emails_are_refused_when_verification_is_required() {
+    for_each_backend_with(&[("REQUIRE_EMAIL_VERIFICATION", "true")], |app| async move {
+        let registration = app
+            .graphql(
+                "mutation($input: RegisterInput!) { register(input: $input) { accessToken } }",
+                json!({ "input": { "email": "unverified@example.com", "password": PASSWORD, "name": "U" } }),
+            )
+            .await;
+        assert_eq!(error_codes(&registration), ["EMAIL_NOT_VERIFIED"], "{registration}");
+        let wrong = login(&app, "unverified@example.com", "not the password").await;
+        assert_eq!(error_codes(&wrong), ["INVALID_CREDENTIALS"]);
+        let right = login(&app, "unverified@example.com", PASSWORD).await;
+        assert_eq!(error_codes(&right), ["EMAIL_NOT_VERIFIED"], "{right}");
+        user::Entity::update_many()
+            .col_expr(
+                user::Column::EmailVerified,
+                sea_orm::sea_query::Expr::value(true),
+            )
+            .filter(user::Column::Email.eq("unverified@example.com"))
+            .exec(app.database.connection())
+            .await
+            .unwrap();
+        let verified = login(&app, "unverified@example.com", PASSWORD).await;
+        assert!(verified["errors"].is_null(), "{verified}");
+        app.shutdown().await;
+    })
+    .await;
 }
