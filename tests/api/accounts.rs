@@ -282,41 +282,50 @@ async fn expired_tampered_unsigned_and_foreign_tokens_are_unauthenticated() {
     .await;
 }
 
+/// A reader as a Better Auth server writes one: its user row and its credential account
+/// with `hash` (an id of its shape, the account's id derived from it).
+async fn insert_better_auth_user(
+    conn: &sea_orm::DatabaseConnection,
+    user_id: &str,
+    email: &str,
+    hash: String,
+) {
+    let now = Utc::now();
+    user::Entity::insert(user::ActiveModel {
+        id: Set(user_id.into()),
+        name: Set("From Better Auth".into()),
+        email: Set(email.into()),
+        email_verified: Set(true),
+        image: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+    })
+    .exec_without_returning(conn)
+    .await
+    .unwrap();
+    account::Entity::insert(account::ActiveModel {
+        id: Set(format!("acc-{user_id}")),
+        account_id: Set(user_id.into()),
+        provider_id: Set("credential".into()),
+        user_id: Set(user_id.into()),
+        password: Set(Some(hash)),
+        created_at: Set(now),
+        updated_at: Set(now),
+        ..Default::default()
+    })
+    .exec_without_returning(conn)
+    .await
+    .unwrap();
+}
+
 /// A reader created by a Better Auth server (its ids, its scrypt hash) signs in here; the
 /// hash is upgraded to argon2id on that login and keeps working.
 #[tokio::test]
 async fn better_auth_scrypt_hash_verifies_and_is_upgraded() {
     for_each_backend(|app| async move {
         let conn = app.database.connection();
-        let now = Utc::now();
-        user::Entity::insert(user::ActiveModel {
-            id: Set("Xb2kQ9vLm3TzR8wP1yHn6cJd".into()),
-            name: Set("From Better Auth".into()),
-            email: Set("ba@example.com".into()),
-            email_verified: Set(true),
-            image: Set(None),
-            created_at: Set(now),
-            updated_at: Set(now),
-        })
-        .exec_without_returning(conn)
-        .await
-        .unwrap();
-        account::Entity::insert(account::ActiveModel {
-            id: Set("Acc9vLm3TzR8wP1yHn6cJdXb2".into()),
-            account_id: Set("Xb2kQ9vLm3TzR8wP1yHn6cJd".into()),
-            provider_id: Set("credential".into()),
-            user_id: Set("Xb2kQ9vLm3TzR8wP1yHn6cJd".into()),
-            password: Set(Some(better_auth_scrypt_hash(
-                PASSWORD,
-                "9f1c2b7e4d3a6f5e8b0c1d2e3f4a5b6c",
-            ))),
-            created_at: Set(now),
-            updated_at: Set(now),
-            ..Default::default()
-        })
-        .exec_without_returning(conn)
-        .await
-        .unwrap();
+        let hash = better_auth_scrypt_hash(PASSWORD, "9f1c2b7e4d3a6f5e8b0c1d2e3f4a5b6c");
+        insert_better_auth_user(conn, "Xb2kQ9vLm3TzR8wP1yHn6cJd", "ba@example.com", hash).await;
 
         let wrong = login(&app, "ba@example.com", "not the password").await;
         assert_eq!(error_codes(&wrong), ["INVALID_CREDENTIALS"]);
@@ -385,33 +394,14 @@ async fn sharing_with_better_auth_keeps_its_password_format() {
         assert_eq!(stored(id).await, hash, "unchanged by signing in");
 
         // Written by Better Auth, signed in here: left as it is.
-        let now = Utc::now();
-        user::Entity::insert(user::ActiveModel {
-            id: Set("BaUser0000000000000000001".into()),
-            name: Set("From Better Auth".into()),
-            email: Set("there@example.com".into()),
-            email_verified: Set(true),
-            image: Set(None),
-            created_at: Set(now),
-            updated_at: Set(now),
-        })
-        .exec_without_returning(conn)
-        .await
-        .unwrap();
         let theirs = better_auth_scrypt_hash(PASSWORD, "0123456789abcdef0123456789abcdef");
-        account::Entity::insert(account::ActiveModel {
-            id: Set("BaAccount00000000000000001".into()),
-            account_id: Set("BaUser0000000000000000001".into()),
-            provider_id: Set("credential".into()),
-            user_id: Set("BaUser0000000000000000001".into()),
-            password: Set(Some(theirs.clone())),
-            created_at: Set(now),
-            updated_at: Set(now),
-            ..Default::default()
-        })
-        .exec_without_returning(conn)
-        .await
-        .unwrap();
+        insert_better_auth_user(
+            conn,
+            "BaUser0000000000000000001",
+            "there@example.com",
+            theirs.clone(),
+        )
+        .await;
         let signed_in = login(&app, "there@example.com", PASSWORD).await;
         assert!(signed_in["errors"].is_null(), "{signed_in}");
         assert_eq!(stored("BaUser0000000000000000001".into()).await, theirs);
