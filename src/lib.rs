@@ -209,29 +209,13 @@ impl Application {
         let app = http::router(self.state);
         // Resolves when the listener should close: after the drain, or at once when the
         // supervisor gave up on the schema.
-        let listener_closes = {
-            let (draining, stopping) = (draining.clone(), stopping.clone());
-            let timeout = settings.limits.shutdown_timeout;
-            async move {
-                tokio::select! {
-                    () = stop => {}
-                    () = draining.cancelled() => {}
-                }
-                draining.cancel();
-                tracing::info!(
-                    turns = turns.len(),
-                    "draining: finishing the chat turns in flight"
-                );
-                turns.close();
-                if tokio::time::timeout(timeout, turns.wait()).await.is_err() {
-                    tracing::warn!(
-                        turns = turns.len(),
-                        "shutdown timeout: turns still running are cut off"
-                    );
-                }
-                stopping.cancel();
-            }
-        };
+        let listener_closes = drain(
+            stop,
+            draining.clone(),
+            stopping,
+            turns,
+            settings.limits.shutdown_timeout,
+        );
         let served = http::serve::serve(self.listener, app, &settings.limits, listener_closes);
         tokio::pin!(served);
         let mut supervisor = supervisor;
@@ -271,4 +255,33 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Once `stop` resolves (or `draining` is fired elsewhere): fires `draining`, so
+/// `/readyz` answers 503, waits for the chat turns in flight (for at most `timeout`),
+/// then fires `stopping`, so WebSockets send their last events and close.
+async fn drain(
+    stop: impl Future<Output = ()>,
+    draining: CancellationToken,
+    stopping: CancellationToken,
+    turns: tokio_util::task::TaskTracker,
+    timeout: Duration,
+) {
+    tokio::select! {
+        () = stop => {}
+        () = draining.cancelled() => {}
+    }
+    draining.cancel();
+    tracing::info!(
+        turns = turns.len(),
+        "draining: finishing the chat turns in flight"
+    );
+    turns.close();
+    if tokio::time::timeout(timeout, turns.wait()).await.is_err() {
+        tracing::warn!(
+            turns = turns.len(),
+            "shutdown timeout: turns still running are cut off"
+        );
+    }
+    stopping.cancel();
 }

@@ -160,6 +160,10 @@ struct Connection {
     /// The `Authorization` the client sent in `connection_init`, verified anew for every
     /// operation.
     credentials: Option<HeaderMap>,
+    /// The session those credentials named at `connection_init`, worked out once: the
+    /// select loop asks for it on every turn, and which session it is never changes
+    /// (whether it is still live is what the checks find out).
+    session: Option<SessionRef>,
     running: HashMap<String, JoinHandle<()>>,
     outgoing: mpsc::Sender<Outgoing>,
 }
@@ -171,6 +175,7 @@ async fn serve(state: AppState, client: ClientInfo, socket: WebSocket) {
         state,
         client,
         credentials: None,
+        session: None,
         running: HashMap::new(),
         outgoing: outgoing_tx,
     };
@@ -241,11 +246,11 @@ async fn serve(state: AppState, client: ClientInfo, socket: WebSocket) {
                 break Closing(4403, "Forbidden: the access token expired");
             }
             Ok(key) = ended.recv() => {
-                if connection.session().is_some_and(|s| s.key() == key) {
+                if connection.session.as_ref().is_some_and(|s| s.key() == key) {
                     break Closing(4403, "Forbidden: the session ended");
                 }
             }
-            _ = recheck.tick(), if connection.session().is_some() => {
+            _ = recheck.tick(), if connection.session.is_some() => {
                 if connection.session_ended().await {
                     break Closing(4403, "Forbidden: the session ended");
                 }
@@ -277,7 +282,9 @@ impl Connection {
                 }
                 let credentials = credential_headers(&message["payload"]);
                 self.credentials = Some(credentials);
-                match self.viewer() {
+                let viewer = self.viewer();
+                self.session = SessionRef::of(&viewer);
+                match viewer {
                     Viewer::Rejected => Err(Closing(4403, "Forbidden: invalid credentials")),
                     _ if self.session_ended().await => {
                         Err(Closing(4403, "Forbidden: the session ended"))
@@ -371,10 +378,6 @@ impl Connection {
         }
     }
 
-    fn session(&self) -> Option<SessionRef> {
-        SessionRef::of(&self.viewer())
-    }
-
     /// How long until the access token expires, for a signed-in connection with one.
     fn expires_in(&self) -> Option<Duration> {
         match self.viewer() {
@@ -389,7 +392,7 @@ impl Connection {
     /// Whether the connection's session is known to be gone. An unreachable database
     /// leaves it open: the fields that need the session answer for themselves.
     async fn session_ended(&self) -> bool {
-        let Some(session) = self.session() else {
+        let Some(session) = self.session.clone() else {
             return false;
         };
         let found = self
