@@ -49,6 +49,8 @@ pub struct Settings {
     pub embedding: Option<(ModelService, usize)>,
     /// Indexed on first start when the vector store is empty (the bundled `docs/`).
     pub corpus_dir: PathBuf,
+    /// How passages are found and cited.
+    pub retrieval: RetrievalSettings,
     /// OpenAI-compatible chat endpoint; `None` means extractive answers.
     pub llm: Option<ModelService>,
     /// Human-readable logs for a terminal or one JSON object per line for a log shipper.
@@ -95,6 +97,34 @@ pub struct Limits {
     pub turn_retention: std::time::Duration,
     /// Turns kept in memory for resuming at most.
     pub turn_registry_max: usize,
+}
+
+/// How passages are found, cited and embedded.
+#[derive(Debug, Clone)]
+pub struct RetrievalSettings {
+    /// Where the indexed site is published (ends with `/`): a source's `url` is this plus
+    /// the page's path relative to the ingest root. Pages fetched from the web carry
+    /// their own URL.
+    pub site_url: Option<String>,
+    /// Passages of one page among an answer's sources at most, so that five relevant
+    /// pages are cited rather than one page five times.
+    pub sources_per_page: usize,
+    /// The best passage's BM25 score under which a question is taken as not covered by
+    /// the book (0: never). Calibrated on real books (`docs/benchmarks.md`).
+    pub min_relevance: f32,
+    /// What tells an asymmetric embedding model a question from a passage.
+    pub embedding_sides: EmbeddingSides,
+}
+
+/// Asymmetric embedding models want questions and passages marked apart: e5 by
+/// `query: ` / `passage: ` prefixes, Cohere, Voyage and others by an `input_type` field
+/// of the request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EmbeddingSides {
+    pub query_prefix: String,
+    pub document_prefix: String,
+    /// `input_type` for questions and for passages; none is sent when unset.
+    pub input_type: Option<(String, String)>,
 }
 
 /// How to reach the database and how much of it to use.
@@ -413,6 +443,7 @@ impl Settings {
             qdrant_collection,
             embedding,
             corpus_dir: PathBuf::from(get("CORPUS_DIR").unwrap_or_else(|| "./docs".into())),
+            retrieval: RetrievalSettings::from_lookup(&get, &lookup)?,
             llm,
             log_format,
             limits: Limits::from_lookup(&get)?,
@@ -421,6 +452,66 @@ impl Settings {
 
     pub fn is_production(&self) -> bool {
         self.app_env == AppEnv::Production
+    }
+}
+
+/// The calibrated default of `RETRIEVAL_MIN_SCORE` (`docs/benchmarks.md`, retrieval).
+pub const DEFAULT_MIN_RELEVANCE: f32 = 2.0;
+
+impl RetrievalSettings {
+    /// `get` trims; prefixes are read untrimmed through `raw`, since `query: ` ends
+    /// with a space that matters.
+    fn from_lookup(
+        get: &impl Fn(&str) -> Option<String>,
+        raw: &impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let site_url = get("SITE_URL")
+            .map(|v| http_url("SITE_URL", v).map(|url| format!("{url}/")))
+            .transpose()?;
+        let sources_per_page = parse_number(
+            "SOURCES_PER_PAGE",
+            get("SOURCES_PER_PAGE"),
+            1,
+            1..=5,
+            "an integer from 1 to 5",
+        )? as usize;
+        let min_relevance = match get("RETRIEVAL_MIN_SCORE") {
+            None => DEFAULT_MIN_RELEVANCE,
+            Some(v) => match v.parse::<f32>() {
+                Ok(n) if (0.0..=1000.0).contains(&n) => n,
+                _ => {
+                    return Err(invalid(
+                        "RETRIEVAL_MIN_SCORE",
+                        &v,
+                        "a BM25 score from 0 (off) to 1000, such as 2.5",
+                    ));
+                }
+            },
+        };
+        let input_type = get("EMBEDDING_INPUT_TYPE")
+            .map(|v| match v.split_once(',') {
+                Some((query, document))
+                    if !query.trim().is_empty() && !document.trim().is_empty() =>
+                {
+                    Ok((query.trim().to_owned(), document.trim().to_owned()))
+                }
+                _ => Err(invalid(
+                    "EMBEDDING_INPUT_TYPE",
+                    &v,
+                    "the input_type of questions and of passages, comma-separated, such as search_query,search_document",
+                )),
+            })
+            .transpose()?;
+        Ok(Self {
+            site_url,
+            sources_per_page,
+            min_relevance,
+            embedding_sides: EmbeddingSides {
+                query_prefix: raw("EMBEDDING_QUERY_PREFIX").unwrap_or_default(),
+                document_prefix: raw("EMBEDDING_DOCUMENT_PREFIX").unwrap_or_default(),
+                input_type,
+            },
+        })
     }
 }
 

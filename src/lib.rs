@@ -46,15 +46,18 @@ pub struct Application {
 
 /// The vector store and embedders the settings ask for.
 pub async fn open_retriever(settings: &Settings) -> anyhow::Result<retrieval::Retriever> {
-    let dense = settings
-        .embedding
-        .clone()
-        .map(|(service, dims)| (retrieval::embed::DenseEmbedder::new(service), dims));
+    let dense = settings.embedding.clone().map(|(service, dims)| {
+        let sides = settings.retrieval.embedding_sides.clone();
+        (retrieval::embed::DenseEmbedder::new(service, sides), dims)
+    });
+    let per_page = settings.retrieval.sources_per_page;
     match &settings.qdrant {
-        Some(service) => retrieval::Retriever::remote(service, &settings.qdrant_collection, dense)
-            .await
-            .context("the Qdrant server at QDRANT_URL cannot be used"),
-        None => retrieval::Retriever::embedded(&settings.data_dir, dense)
+        Some(service) => {
+            retrieval::Retriever::remote(service, &settings.qdrant_collection, dense, per_page)
+                .await
+                .context("the Qdrant server at QDRANT_URL cannot be used")
+        }
+        None => retrieval::Retriever::embedded(&settings.data_dir, dense, per_page)
             .context("the vector store cannot be opened"),
     }
 }
@@ -67,12 +70,15 @@ async fn index_corpus_on_first_start(retriever: &retrieval::Retriever, corpus: &
         Ok(true) if corpus.is_dir() => {
             let started = std::time::Instant::now();
             match retriever
-                .ingest(&[corpus.to_owned()], &retrieval::Quiet)
+                .ingest(
+                    &[retrieval::site::Location::Folder(corpus.to_owned())],
+                    &retrieval::Quiet,
+                )
                 .await
             {
                 Ok(summary) => tracing::info!(
                     corpus = %corpus.display(),
-                    files = summary.files,
+                    pages = summary.pages,
                     chunks = summary.chunks,
                     seconds = started.elapsed().as_secs_f64(),
                     "indexed the corpus on first start"
@@ -146,6 +152,8 @@ impl Application {
         let chat = Arc::new(chat::ChatService {
             retriever,
             generator,
+            site_url: settings.retrieval.site_url.clone(),
+            min_relevance: f64::from(settings.retrieval.min_relevance),
             history_limit: settings.history_limit,
             quotas,
             tasks: tokio_util::task::TaskTracker::new(),

@@ -24,12 +24,14 @@ enum Command {
     Migrate,
     /// Print the GraphQL schema (SDL) and exit.
     Schema,
-    /// Index Markdown, MDX, HTML and text files for retrieval (idempotent: unchanged
-    /// files are skipped, changed ones replaced, deleted ones removed).
+    /// Index a documentation site for retrieval: a folder as the generator published
+    /// it (or its Markdown, MDX, HTML and text sources), a sitemap.xml URL, or the URL of
+    /// a running site to crawl. Idempotent: unchanged pages are skipped, changed ones
+    /// replaced, pages that disappeared removed.
     Ingest {
-        /// Files or directories to index.
+        /// Folders or files, `https://…/sitemap.xml`, or `https://…/` to crawl.
         #[arg(required = true)]
-        paths: Vec<std::path::PathBuf>,
+        locations: Vec<String>,
     },
 }
 
@@ -65,7 +67,7 @@ fn main() -> ExitCode {
         match cli.command {
             None | Some(Command::Serve) => serve(settings).await,
             Some(Command::Migrate) => migrate(settings).await,
-            Some(Command::Ingest { paths }) => ingest(settings, paths).await,
+            Some(Command::Ingest { locations }) => ingest(settings, locations).await,
             Some(Command::Schema) => unreachable!("handled before configuration is read"),
         }
     });
@@ -84,24 +86,30 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn ingest(settings: Settings, paths: Vec<std::path::PathBuf>) -> anyhow::Result<()> {
+async fn ingest(settings: Settings, locations: Vec<String>) -> anyhow::Result<()> {
+    let locations = locations
+        .iter()
+        .map(|l| lectern::retrieval::site::Location::parse(l))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let retriever = lectern::open_retriever(&settings).await?;
     let started = std::time::Instant::now();
-    let summary = retriever.ingest(&paths, &ProgressBar::new()).await?;
+    let summary = retriever.ingest(&locations, &ProgressBar::new()).await?;
     println!(
-        "indexed {} files ({} changed, {} unchanged, {} removed), {} chunks in {:.1} s",
-        summary.files,
+        "indexed {} pages ({} changed, {} unchanged, {} removed, {} skipped), {} chunks in {:.1} s",
+        summary.pages,
         summary.indexed,
         summary.unchanged,
         summary.removed,
+        summary.skipped.len(),
         summary.chunks,
         started.elapsed().as_secs_f64()
     );
     for skipped in &summary.skipped {
         eprintln!("skipped {skipped}");
     }
-    if summary.files == 0 {
-        anyhow::bail!("no Markdown, MDX, HTML or text files were found under the given paths");
+    if summary.pages == 0 {
+        anyhow::bail!("no Markdown, MDX, HTML or text pages were found at the given locations");
     }
     Ok(())
 }
@@ -113,7 +121,7 @@ impl ProgressBar {
     fn new() -> Self {
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} files {wide_msg}")
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} pages {wide_msg}")
                 .expect("a valid progress template"),
         );
         Self(bar)
@@ -121,11 +129,11 @@ impl ProgressBar {
 }
 
 impl lectern::retrieval::Progress for ProgressBar {
-    fn start(&self, files: usize) {
-        self.0.set_length(files as u64);
+    fn found(&self, pages: usize) {
+        self.0.set_length(pages as u64);
     }
 
-    fn file_done(&self, path: &str) {
+    fn page_done(&self, path: &str) {
         self.0.set_message(path.to_owned());
         self.0.inc(1);
     }

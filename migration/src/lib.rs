@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261122_000001_accounts;
 mod m20261122_000002_history;
 mod m20261123_000003_turn_ids;
+mod m20261202_000004_unanswered;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_accounts::Migration),
             Box::new(m20261122_000002_history::Migration),
             Box::new(m20261123_000003_turn_ids::Migration),
+            Box::new(m20261202_000004_unanswered::Migration),
         ]
     }
 }

@@ -39,6 +39,9 @@ pub struct PendingTurn {
     pub question: String,
     pub answer: String,
     pub sources: serde_json::Value,
+    /// Journals written before answers could be unanswered have no such field.
+    #[serde(default)]
+    pub unanswered: bool,
 }
 
 pub struct Journal {
@@ -202,6 +205,7 @@ async fn store(db: &Database, turn: &PendingTurn, history_limit: u32) -> Outcome
             question: turn.question.clone(),
             answer: turn.answer.clone(),
             sources: turn.sources.clone(),
+            unanswered: turn.unanswered,
         };
         let (user_id, into) = (turn.user_id.as_str(), conversation_id.as_deref());
         let recorded = db
@@ -238,6 +242,7 @@ mod tests {
             question: format!("q{n}"),
             answer: "a".into(),
             sources: serde_json::json!([]),
+            unanswered: n % 2 == 1,
         }
     }
 

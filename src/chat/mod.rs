@@ -117,29 +117,70 @@ pub struct Claimed {
 /// A source as clients see it and as it is stored with the answer.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SourceRef {
+    /// The page's title.
     pub title: String,
+    /// The heading path of the passage on its page (`H1 › H2`); answers stored before
+    /// sources had headings have the heading in `title` instead.
+    #[serde(default)]
+    pub heading: String,
+    /// Relative to the ingest root.
     pub path: String,
+    /// The page and the passage's heading on it, for a reader to click.
+    #[serde(default)]
+    pub url: Option<String>,
     pub snippet: String,
     pub score: f64,
 }
 
-impl From<&Passage> for SourceRef {
-    fn from(p: &Passage) -> Self {
+impl SourceRef {
+    fn new(p: &Passage, site_url: Option<&str>) -> Self {
         let mut snippet: String = p.text.chars().take(SNIPPET_CHARS).collect();
         if p.text.chars().count() > SNIPPET_CHARS {
             snippet.push('…');
         }
         Self {
-            title: if p.heading.is_empty() {
-                p.title.clone()
-            } else {
-                format!("{} — {}", p.title, p.heading)
-            },
+            title: p.title.clone(),
+            heading: p.heading.clone(),
             path: p.path.clone(),
+            url: p.link(site_url),
             snippet,
             score: p.score,
         }
     }
+
+    /// How a reader would name it: the page, and the section when there is one.
+    fn name(&self) -> String {
+        match self
+            .heading
+            .rsplit(crate::retrieval::chunk::HEADING_SEPARATOR)
+            .next()
+        {
+            Some(section) if !section.is_empty() && section != self.title => {
+                format!("{} › {section}", self.title)
+            }
+            _ => self.title.clone(),
+        }
+    }
+}
+
+/// The first line of the answer to a question the book does not seem to cover.
+pub const NOT_COVERED: &str = "The book does not seem to cover this question.";
+
+/// The answer to a question the book does not seem to cover: it says so, and names the
+/// nearest sections (cited, so a reader can still look).
+fn not_covered(sources: &[SourceRef]) -> String {
+    if sources.is_empty() {
+        return NOT_COVERED.to_owned();
+    }
+    let nearest: Vec<String> = sources
+        .iter()
+        .enumerate()
+        .map(|(n, source)| format!("- {} [{}]", source.name(), n + 1))
+        .collect();
+    format!(
+        "{NOT_COVERED} The nearest sections are:\n\n{}",
+        nearest.join("\n")
+    )
 }
 
 /// What became of the turn in the reader's history.
@@ -163,7 +204,12 @@ pub enum Stored {
 pub enum ChatEvent {
     Sources(Vec<SourceRef>),
     Delta(String),
-    Completed { answer: String, stored: Stored },
+    Completed {
+        answer: String,
+        /// The book did not seem to cover the question.
+        unanswered: bool,
+        stored: Stored,
+    },
     Failed(ChatError),
 }
 
@@ -178,6 +224,10 @@ pub enum ChatError {
 pub struct ChatService {
     pub retriever: Arc<Retriever>,
     pub generator: Arc<Generator>,
+    /// Makes sources' relative page addresses links (`SITE_URL`).
+    pub site_url: Option<String>,
+    /// Under this best BM25 score the book is taken not to cover the question (0: never).
+    pub min_relevance: f64,
     pub history_limit: u32,
     pub quotas: ChatQuotas,
     /// Every turn in flight, so shutdown can wait for them to be answered and stored
@@ -310,7 +360,7 @@ impl ChatService {
             None => request.message.clone(),
         };
         let started = std::time::Instant::now();
-        let passages =
+        let found =
             self.retriever
                 .search(&query, PASSAGES)
                 .await
@@ -319,29 +369,49 @@ impl ChatService {
                     ChatError::RetrievalUnavailable
                 })?;
         metrics::histogram!("lectern_retrieval_duration_seconds").record(started.elapsed());
-        let sources: Vec<SourceRef> = passages.iter().map(SourceRef::from).collect();
+        let passages = found.passages;
+        let sources: Vec<SourceRef> = passages
+            .iter()
+            .map(|p| SourceRef::new(p, self.site_url.as_deref()))
+            .collect();
         send(ChatEvent::Sources(sources.clone()));
 
-        let input = PromptInput {
-            question: &request.message,
-            selected_text: request.selected_text.as_deref(),
-            passages: &passages,
-            history: &earlier,
+        // A question about a selection is answered from the selection, whatever the
+        // book's passages say.
+        let unanswered = request.selected_text.is_none() && found.relevance < self.min_relevance;
+        let answer = if unanswered {
+            let answer = not_covered(&sources);
+            send(ChatEvent::Delta(answer.clone()));
+            metrics::counter!("lectern_chat_unanswered_total").increment(1);
+            tracing::info!(
+                relevance = found.relevance,
+                "the book does not cover the question"
+            );
+            answer
+        } else {
+            let input = PromptInput {
+                question: &request.message,
+                selected_text: request.selected_text.as_deref(),
+                passages: &passages,
+                history: &earlier,
+            };
+            let started = std::time::Instant::now();
+            let (answer, kind) = self
+                .generator
+                .answer(&input, |delta| send(ChatEvent::Delta(delta.to_owned())))
+                .await;
+            metrics::histogram!("lectern_answer_duration_seconds", "kind" => kind.label())
+                .record(started.elapsed());
+            tracing::info!(answer = ?kind, passages = passages.len(), "answer written");
+            answer
         };
-        let started = std::time::Instant::now();
-        let (answer, kind) = self
-            .generator
-            .answer(&input, |delta| send(ChatEvent::Delta(delta.to_owned())))
-            .await;
-        metrics::histogram!("lectern_answer_duration_seconds", "kind" => kind.label())
-            .record(started.elapsed());
-        tracing::info!(answer = ?kind, passages = passages.len(), "answer written");
 
         let turn = NewTurn {
             turn_id: turn_id.to_owned(),
             question: request.message.clone(),
             answer: answer.clone(),
             sources: serde_json::to_value(&sources).unwrap_or_else(|_| serde_json::json!([])),
+            unanswered,
         };
         let conversation_id = request.conversation_id.as_deref();
         let stored = match asker {
@@ -372,7 +442,11 @@ impl ChatService {
                 stored => stored,
             },
         };
-        send(ChatEvent::Completed { answer, stored });
+        send(ChatEvent::Completed {
+            answer,
+            unanswered,
+            stored,
+        });
         Ok(())
     }
 
@@ -392,6 +466,7 @@ impl ChatService {
             question: turn.question,
             answer: turn.answer,
             sources: turn.sources,
+            unanswered: turn.unanswered,
         };
         match self.journal.append(&pending).await {
             Ok(()) => Stored::Pending,

@@ -170,6 +170,7 @@ mod tests {
     fn completed() -> ChatEvent {
         ChatEvent::Completed {
             answer: "a".into(),
+            unanswered: false,
             stored: Stored::NotKept,
         }
     }

@@ -34,6 +34,7 @@ pub struct ChatInput {
 pub struct ChatPayload {
     turn_id: String,
     answer: String,
+    unanswered: bool,
     sources: Vec<SourceRef>,
     stored: Stored,
 }
@@ -52,6 +53,13 @@ impl ChatPayload {
 
     async fn sources(&self) -> Vec<Source> {
         self.sources.iter().map(Source::from).collect()
+    }
+
+    /// True when the book does not seem to cover the question: no passage matched it
+    /// well enough, so the answer says so and names the nearest sections (the sources)
+    /// instead of answering.
+    async fn unanswered(&self) -> bool {
+        self.unanswered
     }
 
     /// The conversation the turn was stored in: null for anonymous readers, and null
@@ -83,6 +91,7 @@ pub struct ChatDelta {
 pub struct ChatCompleted {
     turn_id: String,
     answer: String,
+    unanswered: bool,
     stored: Stored,
 }
 
@@ -94,6 +103,11 @@ impl ChatCompleted {
 
     async fn answer(&self) -> &str {
         &self.answer
+    }
+
+    /// True when the book does not seem to cover the question (see `ChatPayload`).
+    async fn unanswered(&self) -> bool {
+        self.unanswered
     }
 
     async fn conversation(&self) -> async_graphql::Result<Option<Conversation>> {
@@ -112,7 +126,9 @@ impl From<&SourceRef> for Source {
     fn from(s: &SourceRef) -> Self {
         Source {
             title: s.title.clone(),
+            heading: s.heading.clone(),
             path: s.path.clone(),
+            url: s.url.clone(),
             snippet: s.snippet.clone(),
             score: s.score,
         }
@@ -223,7 +239,11 @@ fn events(
                     delta,
                     seq: i32::try_from(position).unwrap_or(i32::MAX),
                 }))),
-                TurnEvent::Completed { answer, stored } => {
+                TurnEvent::Completed {
+                    answer,
+                    unanswered,
+                    stored,
+                } => {
                     let stored = match stored {
                         Stored::Kept(_) if !show_conversation => Stored::NotKept,
                         stored => stored,
@@ -231,6 +251,7 @@ fn events(
                     Some(Ok(ChatEvent::ChatCompleted(ChatCompleted {
                         turn_id,
                         answer,
+                        unanswered,
                         stored,
                     })))
                 }
@@ -322,10 +343,15 @@ impl ChatMutation {
             match event {
                 TurnEvent::Sources(s) => sources = s,
                 TurnEvent::Delta(_) => {}
-                TurnEvent::Completed { answer, stored } => {
+                TurnEvent::Completed {
+                    answer,
+                    unanswered,
+                    stored,
+                } => {
                     return Ok(ChatPayload {
                         turn_id,
                         answer,
+                        unanswered,
                         sources,
                         stored,
                     });

@@ -106,8 +106,18 @@ pub struct Message(message::Model);
 /// A passage an answer cites.
 #[derive(SimpleObject, Clone, Debug, serde::Deserialize, serde::Serialize, PartialEq)]
 pub struct Source {
+    /// The page's title.
     pub title: String,
+    /// The headings above the passage on its page, outermost first, joined with ` › `
+    /// ("" before the page's first heading).
+    #[serde(default)]
+    pub heading: String,
+    /// The page's path relative to the folder or site that was indexed.
     pub path: String,
+    /// A link to the passage: the page's address (from `SITE_URL` for indexed folders)
+    /// and its heading's anchor. Null when the page has no address.
+    #[serde(default)]
+    pub url: Option<String>,
     pub snippet: String,
     pub score: f64,
 }
@@ -132,6 +142,11 @@ impl Message {
     /// The passages the answer cited (empty for the reader's own messages).
     async fn sources(&self) -> Vec<Source> {
         serde_json::from_value(self.0.sources.clone()).unwrap_or_default()
+    }
+
+    /// On an answer: the book did not seem to cover the question.
+    async fn unanswered(&self) -> bool {
+        self.0.unanswered
     }
 
     async fn created_at(&self) -> DateTime<Utc> {

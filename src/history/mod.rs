@@ -126,6 +126,8 @@ pub struct NewTurn {
     pub answer: String,
     /// JSON array of the cited sources.
     pub sources: serde_json::Value,
+    /// The book did not seem to cover the question (stored on the answer).
+    pub unanswered: bool,
 }
 
 /// A turn as stored.
@@ -378,7 +380,10 @@ pub async fn record_turn(
             serde_json::json!([]),
         )
     };
-    let answer = new_message(&conversation.id, "assistant", turn.answer, turn.sources);
+    let answer = message::Model {
+        unanswered: turn.unanswered,
+        ..new_message(&conversation.id, "assistant", turn.answer, turn.sources)
+    };
     let inserted = message::Entity::insert_many([
         message::ActiveModel::from(question.clone()),
         message::ActiveModel::from(answer.clone()),
@@ -414,6 +419,7 @@ fn new_message(
         sources,
         created_at: Utc::now(),
         turn_id: None,
+        unanswered: false,
     }
 }
 

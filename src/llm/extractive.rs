@@ -68,6 +68,7 @@ mod tests {
             heading: String::new(),
             text: text.into(),
             score: 1.0,
+            ..Default::default()
         }
     }
 

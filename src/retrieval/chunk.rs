@@ -1,7 +1,9 @@
-//! Turning files into passages: Markdown, MDX (Docusaurus), HTML and plain text become
-//! sections under their headings, and each section becomes overlapping chunks of about
-//! [`CHUNK_CHARS`] characters cut at word boundaries, so a passage never loses the heading
-//! it sits under and an idea split at a boundary still appears whole in one chunk.
+//! Turning documents into passages: each section (see [`document`]) becomes overlapping
+//! chunks of about [`CHUNK_CHARS`] characters cut at word boundaries, so a passage never
+//! loses the heading path it sits under and an idea split at a boundary still appears
+//! whole in one chunk.
+
+use super::document::{self, Document};
 
 /// Target size of one chunk, in characters.
 pub const CHUNK_CHARS: usize = 900;
@@ -33,203 +35,52 @@ impl Format {
 /// One passage of a document, ready to embed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chunk {
-    /// The document's title (front matter `title`, first `#` heading, `<title>`, or the
-    /// file name).
+    /// The document's title (front matter `title`, first H1, `<title>`, or the file
+    /// name).
     pub title: String,
-    /// The nearest heading above the passage ("" before the first one).
+    /// The headings above the passage, outermost first, joined with ` › ` ("" before
+    /// the first one).
     pub heading: String,
+    /// The fragment of the nearest heading (its `id`), "" when there is none.
+    pub anchor: String,
     pub text: String,
     /// Position within the document, from 0; part of the chunk's stable id.
     pub index: usize,
 }
 
-/// Splits one document into chunks. `fallback_title` is used when the document names none.
+/// Separates the levels of a heading path.
+pub const HEADING_SEPARATOR: &str = " › ";
+
+/// Reads one document and splits it into chunks; a page that is not content (see
+/// [`document::Skip`]) has none. `fallback_title` is used when the document names
+/// none.
 pub fn chunk_document(content: &str, format: Format, fallback_title: &str) -> Vec<Chunk> {
-    let (title, sections) = match format {
-        Format::Markdown | Format::Mdx => markdown_sections(content, format == Format::Mdx),
-        Format::Html => html_sections(content),
-        Format::Text => (None, vec![(String::new(), content.to_owned())]),
-    };
-    let title = title
+    document::parse(content, format, "")
+        .map(|doc| chunk_sections(&doc, fallback_title))
+        .unwrap_or_default()
+}
+
+/// Splits a parsed document into chunks.
+pub fn chunk_sections(doc: &Document, fallback_title: &str) -> Vec<Chunk> {
+    let title = doc
+        .title
+        .clone()
         .filter(|t| !t.trim().is_empty())
         .unwrap_or_else(|| fallback_title.to_owned());
     let mut chunks = Vec::new();
-    for (heading, body) in sections {
-        for text in windows(&normalize_whitespace(&body)) {
+    for section in &doc.sections {
+        let heading = section.headings.join(HEADING_SEPARATOR);
+        for text in windows(&normalize_whitespace(&section.text)) {
             chunks.push(Chunk {
                 title: title.clone(),
                 heading: heading.clone(),
+                anchor: section.anchor.clone().unwrap_or_default(),
                 text,
                 index: chunks.len(),
             });
         }
     }
     chunks
-}
-
-/// Markdown (and MDX) into `(title, [(heading, body)])`. Front matter is read for `title`
-/// and dropped; in MDX, `import`/`export` lines and JSX tags are dropped too. Code
-/// fences are kept as text but `#` lines inside them are not headings.
-fn markdown_sections(content: &str, mdx: bool) -> (Option<String>, Vec<(String, String)>) {
-    let mut title = None;
-    let mut lines = content.lines().peekable();
-    if lines.peek().map(|l| l.trim()) == Some("---") {
-        lines.next();
-        for line in lines.by_ref() {
-            if line.trim() == "---" {
-                break;
-            }
-            if let Some(value) = line.strip_prefix("title:") {
-                title = Some(value.trim().trim_matches(['"', '\'']).to_owned());
-            }
-        }
-    }
-    let mut sections = vec![(String::new(), String::new())];
-    let mut in_fence = false;
-    for line in lines {
-        let trimmed = line.trim_start();
-        if trimmed.starts_with("```") || trimmed.starts_with("~~~") {
-            in_fence = !in_fence;
-            continue;
-        }
-        if !in_fence {
-            if mdx && (trimmed.starts_with("import ") || trimmed.starts_with("export ")) {
-                continue;
-            }
-            let hashes = trimmed.chars().take_while(|c| *c == '#').count();
-            if (1..=6).contains(&hashes) && trimmed[hashes..].starts_with(' ') {
-                let heading = strip_inline_markup(trimmed[hashes..].trim());
-                if hashes == 1 && title.is_none() {
-                    title = Some(heading.clone());
-                }
-                sections.push((heading, String::new()));
-                continue;
-            }
-        }
-        let text = if mdx && !in_fence {
-            strip_tags(line)
-        } else {
-            line.to_owned()
-        };
-        let body = &mut sections.last_mut().expect("never empty").1;
-        body.push_str(&text);
-        body.push('\n');
-    }
-    sections.retain(|(_, body)| !body.trim().is_empty());
-    (title, sections)
-}
-
-/// HTML into `(title, [(heading, body)])`: `<h1>`–`<h6>` start sections, `<script>` and
-/// `<style>` are dropped, other tags become spaces, common entities are decoded.
-fn html_sections(content: &str) -> (Option<String>, Vec<(String, String)>) {
-    let lower = content.to_ascii_lowercase();
-    let title =
-        between(&lower, content, "<title", "</title>").map(|t| decode_entities(&strip_tags(t)));
-    let mut sections = vec![(String::new(), String::new())];
-    let mut rest = 0;
-    while rest < content.len() {
-        let Some(open) = lower[rest..].find('<').map(|i| rest + i) else {
-            sections
-                .last_mut()
-                .expect("never empty")
-                .1
-                .push_str(&content[rest..]);
-            break;
-        };
-        sections
-            .last_mut()
-            .expect("never empty")
-            .1
-            .push_str(&content[rest..open]);
-        let tag = tag_name(&lower[open + 1..]);
-        if matches!(tag.as_str(), "script" | "style" | "title" | "head") {
-            let close = format!("</{tag}");
-            rest = lower[open..]
-                .find(&close)
-                .and_then(|i| lower[open + i..].find('>').map(|j| open + i + j + 1))
-                .unwrap_or(content.len());
-            continue;
-        }
-        if tag.len() == 2 && tag.starts_with('h') && tag.as_bytes()[1].is_ascii_digit() {
-            let close = format!("</{tag}");
-            let start = lower[open..]
-                .find('>')
-                .map(|i| open + i + 1)
-                .unwrap_or(content.len());
-            let end = lower[start..]
-                .find(&close)
-                .map(|i| start + i)
-                .unwrap_or(content.len());
-            let heading = normalize_whitespace(&decode_entities(&strip_tags(&content[start..end])));
-            sections.push((heading, String::new()));
-            rest = lower[end..]
-                .find('>')
-                .map(|i| end + i + 1)
-                .unwrap_or(content.len());
-            continue;
-        }
-        rest = lower[open..]
-            .find('>')
-            .map(|i| open + i + 1)
-            .unwrap_or(content.len());
-        sections.last_mut().expect("never empty").1.push(' ');
-    }
-    let sections = sections
-        .into_iter()
-        .map(|(h, body)| (h, decode_entities(&body)))
-        .filter(|(_, body)| !body.trim().is_empty())
-        .collect();
-    (title.filter(|t| !t.trim().is_empty()), sections)
-}
-
-fn tag_name(after_lt: &str) -> String {
-    after_lt
-        .trim_start_matches('/')
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric())
-        .collect()
-}
-
-fn between<'a>(lower: &str, original: &'a str, open: &str, close: &str) -> Option<&'a str> {
-    let start = lower.find(open)?;
-    let start = start + lower[start..].find('>')? + 1;
-    let end = start + lower[start..].find(close)?;
-    original.get(start..end)
-}
-
-fn strip_tags(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut in_tag = false;
-    for c in text.chars() {
-        match c {
-            '<' => in_tag = true,
-            '>' if in_tag => {
-                in_tag = false;
-                out.push(' ');
-            }
-            _ if !in_tag => out.push(c),
-            _ => {}
-        }
-    }
-    out
-}
-
-fn decode_entities(text: &str) -> String {
-    text.replace("&nbsp;", " ")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&#39;", "'")
-        .replace("&amp;", "&")
-}
-
-/// Headings keep their words, not their `**`, `` ` `` or link syntax.
-fn strip_inline_markup(text: &str) -> String {
-    text.chars()
-        .filter(|c| !matches!(c, '*' | '`' | '_' | '[' | ']'))
-        .collect::<String>()
-        .trim()
-        .to_owned()
 }
 
 fn normalize_whitespace(text: &str) -> String {
@@ -279,50 +130,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn markdown_sections_keep_their_headings() {
-        let doc = "---\ntitle: \"The Book\"\n---\nIntro text.\n\n# Ownership\nEvery value has an owner.\n\n```rust\n# not a heading\nlet x = 1;\n```\n## Borrowing\nReferences borrow.\n";
+    fn sections_become_chunks_with_their_heading_path_and_anchor() {
+        let doc = "# Ownership\nEvery value has an owner.\n## Borrowing\nReferences borrow.\n";
         let chunks = chunk_document(doc, Format::Markdown, "fallback");
-        let got: Vec<(&str, &str)> = chunks
+        let got: Vec<(&str, &str, &str, &str, usize)> = chunks
             .iter()
-            .map(|c| (c.heading.as_str(), c.text.as_str()))
+            .map(|c| {
+                (
+                    c.title.as_str(),
+                    c.heading.as_str(),
+                    c.anchor.as_str(),
+                    c.text.as_str(),
+                    c.index,
+                )
+            })
             .collect();
         assert_eq!(
             got,
             [
-                ("", "Intro text."),
                 (
                     "Ownership",
-                    "Every value has an owner. # not a heading let x = 1;"
+                    "Ownership",
+                    "ownership",
+                    "Every value has an owner.",
+                    0
                 ),
-                ("Borrowing", "References borrow."),
+                (
+                    "Ownership",
+                    "Ownership › Borrowing",
+                    "borrowing",
+                    "References borrow.",
+                    1
+                ),
             ]
         );
-        assert!(chunks.iter().all(|c| c.title == "The Book"));
-        assert_eq!(
-            chunks.iter().map(|c| c.index).collect::<Vec<_>>(),
-            [0, 1, 2]
-        );
-    }
-
-    #[test]
-    fn mdx_drops_imports_and_jsx() {
-        let doc = "import Tabs from '@theme/Tabs';\n\n# Install\n<Tabs><TabItem value=\"a\">Run the installer.</TabItem></Tabs>\n";
-        let chunks = chunk_document(doc, Format::Mdx, "install");
-        assert_eq!(chunks.len(), 1);
-        assert_eq!(chunks[0].title, "Install");
-        assert_eq!(chunks[0].text, "Run the installer.");
-    }
-
-    #[test]
-    fn html_headings_start_sections_and_scripts_vanish() {
-        let doc = "<html><head><title>Guide &amp; Notes</title><style>p{}</style></head><body><h1>Start</h1><p>Hello &lt;world&gt;.</p><script>alert(1)</script><h2>Next</h2><p>More.</p></body></html>";
-        let chunks = chunk_document(doc, Format::Html, "x");
-        let got: Vec<(&str, &str)> = chunks
-            .iter()
-            .map(|c| (c.heading.as_str(), c.text.as_str()))
-            .collect();
-        assert_eq!(got, [("Start", "Hello <world>."), ("Next", "More.")]);
-        assert_eq!(chunks[0].title, "Guide & Notes");
     }
 
     #[test]

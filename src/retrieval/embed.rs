@@ -9,7 +9,7 @@ use qdrant_edge::SparseVector;
 use qdrant_edge::bm25_embed::{EdgeBm25, EdgeBm25Config};
 use serde::Deserialize;
 
-use crate::config::ModelService;
+use crate::config::{EmbeddingSides, ModelService};
 
 pub struct Bm25(EdgeBm25);
 
@@ -46,6 +46,14 @@ pub enum EmbedError {
 pub struct DenseEmbedder {
     http: reqwest::Client,
     service: ModelService,
+    sides: EmbeddingSides,
+}
+
+/// Which side of a search a text is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Query,
+    Document,
 }
 
 #[derive(Deserialize)]
@@ -60,21 +68,40 @@ struct EmbeddingItem {
 }
 
 impl DenseEmbedder {
-    pub fn new(service: ModelService) -> Self {
+    pub fn new(service: ModelService, sides: EmbeddingSides) -> Self {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(60))
             .build()
             .expect("a TLS-capable HTTP client builds");
-        Self { http, service }
+        Self {
+            http,
+            service,
+            sides,
+        }
     }
 
-    /// Embeds a batch, returning one vector per input in input order.
-    pub async fn embed(&self, inputs: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+    /// Embeds a batch of one side, returning one vector per input in input order.
+    pub async fn embed(&self, inputs: &[String], side: Side) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let (prefix, input_type) = match side {
+            Side::Query => (
+                &self.sides.query_prefix,
+                self.sides.input_type.as_ref().map(|(query, _)| query),
+            ),
+            Side::Document => (
+                &self.sides.document_prefix,
+                self.sides.input_type.as_ref().map(|(_, document)| document),
+            ),
+        };
+        let input: Vec<String> = inputs.iter().map(|i| format!("{prefix}{i}")).collect();
+        let mut body = serde_json::json!({ "model": self.service.model, "input": input });
+        if let Some(input_type) = input_type {
+            body["input_type"] = serde_json::Value::from(input_type.as_str());
+        }
         let mut request = self
             .http
             .post(format!("{}/embeddings", self.service.base_url))
-            .json(&serde_json::json!({ "model": self.service.model, "input": inputs }));
+            .json(&body);
         if let Some(key) = &self.service.api_key {
             request = request.bearer_auth(key.expose());
         }

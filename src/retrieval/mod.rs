@@ -1,35 +1,47 @@
 //! Retrieval: finding the passages that answer a question.
 //!
-//! - [`chunk`]: files into heading-aware, overlapping passages.
-//! - [`embed`]: BM25 sparse vectors (no model needed) and optional dense embeddings.
-//! - [`store`]: the vector store interface and the embedded Qdrant engine.
+//! Ingest is a pipeline: [`site`] reads pages from a folder, a sitemap or a running site;
+//! [`document`] takes each page's main content apart into sections under their heading
+//! path (and skips pages that are not content); [`chunk`] cuts sections into passages;
+//! [`embed`] turns them into BM25 sparse vectors (no model needed) and optional dense
+//! embeddings; [`store`] (embedded Qdrant) or [`remote`] (a Qdrant server) keeps them.
 //!
 //! [`Retriever`] ties them together for the chat flow (`search`) and for `lectern ingest`
 //! and first-start indexing (`ingest`).
 
 pub mod chunk;
+pub mod document;
 pub mod embed;
 pub mod remote;
+pub mod site;
 pub mod store;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use sha2::{Digest, Sha256};
 
-use chunk::{Format, chunk_document};
-use embed::{Bm25, DenseEmbedder, EmbedError};
+use chunk::chunk_sections;
+use document::{Document, Skip};
+use embed::{Bm25, DenseEmbedder, EmbedError, Side};
+use site::{Fetched, Location, Page};
 use store::{ChunkPayload, Hit, Point, QueryVectors, StoreError, VectorStore};
 
-/// Namespace of chunk ids: `uuid5(NAMESPACE, "path#index")`, so re-ingesting a file
+/// Namespace of chunk ids: `uuid5(NAMESPACE, "root\0path#index")`, so re-ingesting a page
 /// writes the same ids.
 const CHUNK_NAMESPACE: uuid::Uuid =
     uuid::Uuid::from_u128(0x6c65_6374_6572_6e00_0000_0000_0000_0001);
 /// Chunks embedded per request to the embeddings endpoint.
 const EMBED_BATCH: usize = 64;
+/// Part of every stored page hash: a change to what parsing and chunking make of a page
+/// bumps it, so the next ingest indexes every page again instead of keeping passages cut
+/// the old way.
+const PIPELINE_VERSION: &str = "2";
+/// Candidates fetched per search before at most `sources_per_page` per page are kept.
+const CANDIDATES: usize = 50;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RetrievalError {
@@ -42,11 +54,17 @@ pub enum RetrievalError {
 }
 
 /// A passage found for a question.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Passage {
     pub title: String,
+    /// Relative to its ingest root.
     pub path: String,
+    /// The heading path above the passage (`H1 › H2`).
     pub heading: String,
+    /// The page's address as stored: absolute, or relative to `SITE_URL`, or "".
+    pub url: String,
+    /// The fragment of the passage's heading, or "".
+    pub anchor: String,
     pub text: String,
     pub score: f64,
 }
@@ -57,32 +75,94 @@ impl From<Hit> for Passage {
             title: hit.payload.title,
             path: hit.payload.path,
             heading: hit.payload.heading,
+            url: hit.payload.url,
+            anchor: hit.payload.anchor,
             text: hit.payload.text,
             score: f64::from(hit.score),
         }
     }
 }
 
+impl Passage {
+    /// The link a reader clicks: the page's URL (made absolute with `site_url` when it
+    /// is relative) and the heading's fragment; `None` when the page has no address.
+    pub fn link(&self, site_url: Option<&str>) -> Option<String> {
+        let page = if self.url.starts_with("http://") || self.url.starts_with("https://") {
+            self.url.clone()
+        } else {
+            let site = site_url?;
+            let relative = if self.url.is_empty() {
+                &self.path
+            } else {
+                &self.url
+            };
+            format!("{site}{}", relative.trim_start_matches('/'))
+        };
+        Some(if self.anchor.is_empty() {
+            page
+        } else {
+            format!("{page}#{}", self.anchor)
+        })
+    }
+}
+
+/// The passages found for a question, and how well the best of them matches it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Found {
+    pub passages: Vec<Passage>,
+    /// The best passage's BM25 score (whatever ranked the passages): what decides
+    /// whether the book covers the question at all.
+    pub relevance: f64,
+}
+
 /// What an ingest run did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct IngestSummary {
-    /// Supported files found under the given paths.
-    pub files: usize,
-    /// Files (re)indexed because they were new or changed.
+    /// Pages found under the given locations.
+    pub pages: usize,
+    /// Pages (re)indexed because they were new or changed.
     pub indexed: usize,
     pub unchanged: usize,
-    /// Files indexed before but gone now, whose chunks were removed.
+    /// Pages indexed before but gone now (or no longer content), whose chunks were
+    /// removed.
     pub removed: usize,
     /// Chunks written.
     pub chunks: usize,
-    /// Files that could not be read (not UTF-8, unreadable), with the reason.
-    pub skipped: Vec<String>,
+    /// Pages not indexed: not content (aggregate and utility pages, duplicates,
+    /// redirects), unreadable, or refused (links out of the corpus, robots.txt).
+    pub skipped: Vec<Skipped>,
+}
+
+/// A page an ingest run did not index, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub path: String,
+    pub reason: String,
+    /// For a duplicate, the page with the same content that was indexed.
+    pub duplicate_of: Option<String>,
+}
+
+impl Skipped {
+    fn new(path: &str, reason: impl std::fmt::Display) -> Self {
+        Self {
+            path: path.to_owned(),
+            reason: reason.to_string(),
+            duplicate_of: None,
+        }
+    }
+}
+
+impl std::fmt::Display for Skipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.reason)
+    }
 }
 
 /// Told about ingest progress: a terminal progress bar, or nothing.
 pub trait Progress: Send + Sync {
-    fn start(&self, files: usize);
-    fn file_done(&self, path: &str);
+    /// How many pages are known so far (a crawl finds more as it goes).
+    fn found(&self, pages: usize);
+    fn page_done(&self, path: &str);
     fn finish(&self);
 }
 
@@ -90,8 +170,8 @@ pub trait Progress: Send + Sync {
 pub struct Quiet;
 
 impl Progress for Quiet {
-    fn start(&self, _: usize) {}
-    fn file_done(&self, _: &str) {}
+    fn found(&self, _: usize) {}
+    fn page_done(&self, _: &str) {}
     fn finish(&self) {}
 }
 
@@ -99,6 +179,8 @@ pub struct Retriever {
     store: Arc<dyn VectorStore>,
     bm25: Bm25,
     dense: Option<DenseEmbedder>,
+    /// Passages of one page among the sources at most.
+    sources_per_page: usize,
     /// Held while the process uses an embedded store: a second process cannot open it.
     _lock: Option<File>,
     /// Whether the last search succeeded (for `health`).
@@ -110,6 +192,7 @@ impl Retriever {
     pub fn embedded(
         data_dir: &Path,
         dense: Option<(DenseEmbedder, usize)>,
+        sources_per_page: usize,
     ) -> Result<Self, RetrievalError> {
         let dir = data_dir.join("qdrant");
         std::fs::create_dir_all(&dir).map_err(|e| RetrievalError::Read {
@@ -117,18 +200,9 @@ impl Retriever {
             reason: e.to_string(),
         })?;
         let lock = lock_dir(data_dir, &dir)?;
-        let (dense, dims) = match dense {
-            Some((embedder, dims)) => (Some(embedder), Some(dims)),
-            None => (None, None),
-        };
+        let (dense, dims) = split(dense);
         let store = store::EmbeddedStore::open(&dir, dims)?;
-        Ok(Self {
-            store: Arc::new(store),
-            bm25: Bm25::english().map_err(StoreError::Engine)?,
-            dense,
-            _lock: Some(lock),
-            last_search_ok: AtomicBool::new(true),
-        })
+        Self::with_store(Arc::new(store), dense, sources_per_page, Some(lock))
     }
 
     /// A Qdrant server or Qdrant Cloud collection, created on first use.
@@ -136,35 +210,36 @@ impl Retriever {
         service: &crate::config::RemoteService,
         collection: &str,
         dense: Option<(DenseEmbedder, usize)>,
+        sources_per_page: usize,
     ) -> Result<Self, RetrievalError> {
-        let (dense, dims) = match dense {
-            Some((embedder, dims)) => (Some(embedder), Some(dims)),
-            None => (None, None),
-        };
+        let (dense, dims) = split(dense);
         let store = remote::RemoteStore::open(service, collection, dims).await?;
-        Ok(Self {
-            store: Arc::new(store),
-            bm25: Bm25::english().map_err(StoreError::Engine)?,
-            dense,
-            _lock: None,
-            last_search_ok: AtomicBool::new(true),
-        })
+        Self::with_store(Arc::new(store), dense, sources_per_page, None)
     }
 
-    pub fn hybrid(&self) -> bool {
-        self.dense.is_some()
+    fn with_store(
+        store: Arc<dyn VectorStore>,
+        dense: Option<DenseEmbedder>,
+        sources_per_page: usize,
+        lock: Option<File>,
+    ) -> Result<Self, RetrievalError> {
+        Ok(Self {
+            store,
+            bm25: Bm25::english().map_err(StoreError::Engine)?,
+            dense,
+            sources_per_page: sources_per_page.max(1),
+            _lock: lock,
+            last_search_ok: AtomicBool::new(true),
+        })
     }
 
     pub async fn is_empty(&self) -> Result<bool, RetrievalError> {
         Ok(self.store.count().await? == 0)
     }
 
-    /// The `limit` best passages for a question (hybrid when a dense embedder is set).
-    pub async fn search(
-        &self,
-        question: &str,
-        limit: usize,
-    ) -> Result<Vec<Passage>, RetrievalError> {
+    /// The `limit` best passages for a question (hybrid when a dense embedder is set),
+    /// at most `sources_per_page` of them from one page.
+    pub async fn search(&self, question: &str, limit: usize) -> Result<Found, RetrievalError> {
         let found = self.search_unrecorded(question, limit).await;
         self.last_search_ok.store(found.is_ok(), Ordering::Relaxed);
         found
@@ -179,66 +254,102 @@ impl Retriever {
         &self,
         question: &str,
         limit: usize,
-    ) -> Result<Vec<Passage>, RetrievalError> {
+    ) -> Result<Found, RetrievalError> {
+        let sparse = self.bm25.query(question);
         let dense = match &self.dense {
-            Some(embedder) => embedder.embed(&[question.to_owned()]).await?.pop(),
+            Some(embedder) => embedder
+                .embed(&[question.to_owned()], Side::Query)
+                .await?
+                .pop(),
             None => None,
         };
-        let query = QueryVectors {
-            sparse: self.bm25.query(question),
-            dense,
-        };
-        Ok(self
+        let hybrid = dense.is_some();
+        let candidates = self
             .store
-            .search(query, limit)
-            .await?
-            .into_iter()
-            .map(Passage::from)
-            .collect())
+            .search(
+                QueryVectors {
+                    sparse: sparse.clone(),
+                    dense,
+                },
+                CANDIDATES.max(limit),
+            )
+            .await?;
+        // Fused scores are ranks, not evidence: ask BM25 alone how well the book matches.
+        let best_sparse = if hybrid {
+            let best = self
+                .store
+                .search(
+                    QueryVectors {
+                        sparse,
+                        dense: None,
+                    },
+                    1,
+                )
+                .await?;
+            best.first().map(|hit| hit.score)
+        } else {
+            candidates.first().map(|hit| hit.score)
+        };
+        Ok(Found {
+            passages: diverse(candidates, limit, self.sources_per_page),
+            relevance: f64::from(best_sparse.unwrap_or(0.0)),
+        })
     }
 
-    /// Indexes every supported file under `roots`. Unchanged files are skipped, changed
-    /// ones replaced, and files that disappeared from a root have their chunks removed.
+    /// Indexes every page under `locations`. Unchanged pages are skipped, changed ones
+    /// replaced, and pages that disappeared (or are no longer content) have their chunks
+    /// removed; a page that could not be read this time keeps what was indexed before.
     pub async fn ingest(
         &self,
-        roots: &[PathBuf],
+        locations: &[Location],
         progress: &dyn Progress,
     ) -> Result<IngestSummary, RetrievalError> {
         let mut summary = IngestSummary::default();
-        let mut plan = Vec::new();
-        for root in roots {
-            let found = find_files(root).map_err(|reason| RetrievalError::Read {
-                path: root.display().to_string(),
-                reason,
-            })?;
-            summary.skipped.extend(found.refused);
-            plan.push((root_key(root), found.files));
-        }
-        summary.files = plan.iter().map(|(_, files)| files.len()).sum();
-        progress.start(summary.files);
-        for (root, files) in plan {
+        for location in locations {
+            let root = location.root_key();
+            let (mut pages, mut found) =
+                site::read(location)
+                    .await
+                    .map_err(|reason| RetrievalError::Read {
+                        path: root.clone(),
+                        reason,
+                    })?;
             let known = self.store.files(&root).await?;
-            let mut present = BTreeSet::new();
-            for (file, path) in files {
-                present.insert(path.clone());
-                match std::fs::read(&file).map(String::from_utf8) {
-                    Ok(Ok(content)) => {
-                        let hash = hex_sha256(content.as_bytes());
-                        if known.get(&path) == Some(&hash) {
-                            summary.unchanged += 1;
-                        } else {
-                            summary.chunks += self
-                                .index_file(&root, &path, &hash, &content, &file)
-                                .await?;
-                            summary.indexed += 1;
-                        }
-                    }
-                    Ok(Err(_)) => summary.skipped.push(format!("{path}: not UTF-8 text")),
-                    Err(e) => summary.skipped.push(format!("{path}: {e}")),
+            let mut run = IngestRun {
+                root: &root,
+                known: &known,
+                present: BTreeSet::new(),
+                contents: HashMap::new(),
+            };
+            let before = summary.pages;
+            while let Some(fetched) = pages.recv().await {
+                while let Ok(total) = found.try_recv() {
+                    progress.found(before + total);
                 }
-                progress.file_done(&path);
+                let path = match fetched {
+                    Fetched::Page(page) => {
+                        summary.pages += 1;
+                        let path = page.path.clone();
+                        self.ingest_page(&mut run, page, &mut summary).await?;
+                        path
+                    }
+                    Fetched::Failed { path, reason } => {
+                        summary.pages += 1;
+                        summary.skipped.push(Skipped::new(
+                            &path,
+                            format!("{reason} (what was indexed before is kept)"),
+                        ));
+                        run.present.insert(path.clone());
+                        path
+                    }
+                    Fetched::Refused { path, reason } => {
+                        summary.skipped.push(Skipped::new(&path, reason));
+                        path
+                    }
+                };
+                progress.page_done(&path);
             }
-            for gone in known.keys().filter(|p| !present.contains(*p)) {
+            for gone in known.keys().filter(|p| !run.present.contains(*p)) {
                 self.store.delete_file(&root, gone).await?;
                 summary.removed += 1;
             }
@@ -247,27 +358,54 @@ impl Retriever {
         Ok(summary)
     }
 
-    async fn index_file(
+    async fn ingest_page(
+        &self,
+        run: &mut IngestRun<'_>,
+        page: Page,
+        summary: &mut IngestSummary,
+    ) -> Result<(), RetrievalError> {
+        let document = match document::parse(&page.content, page.format, &page.path) {
+            Ok(document) => document,
+            Err(skip) => {
+                summary.skipped.push(Skipped::new(&page.path, skip));
+                return Ok(());
+            }
+        };
+        let content = hex_sha256(content_of(&document).as_bytes());
+        if let Some(first) = run.contents.get(&content) {
+            summary.skipped.push(Skipped {
+                duplicate_of: Some(first.clone()),
+                ..Skipped::new(&page.path, Skip::Duplicate(first.clone()))
+            });
+            return Ok(());
+        }
+        run.contents.insert(content, page.path.clone());
+        run.present.insert(page.path.clone());
+        let hash = hex_sha256(format!("{PIPELINE_VERSION}\0{}", page.content).as_bytes());
+        if run.known.get(&page.path) == Some(&hash) {
+            summary.unchanged += 1;
+            return Ok(());
+        }
+        summary.chunks += self.index_page(run.root, &page, &hash, &document).await?;
+        summary.indexed += 1;
+        Ok(())
+    }
+
+    async fn index_page(
         &self,
         root: &str,
-        path: &str,
+        page: &Page,
         hash: &str,
-        content: &str,
-        file: &Path,
+        document: &Document,
     ) -> Result<usize, RetrievalError> {
-        let format = Format::of(file).unwrap_or(Format::Text);
-        let fallback_title = file
-            .file_stem()
-            .map(|s| s.to_string_lossy().replace(['-', '_'], " "))
-            .unwrap_or_else(|| path.to_owned());
-        let chunks = chunk_document(content, format, &fallback_title);
-        self.store.delete_file(root, path).await?;
+        let chunks = chunk_sections(document, &fallback_title(&page.path));
+        self.store.delete_file(root, &page.path).await?;
         let mut written = 0;
         for batch in chunks.chunks(EMBED_BATCH) {
             let dense = match &self.dense {
                 Some(embedder) => {
                     let texts: Vec<String> = batch.iter().map(embedding_text).collect();
-                    Some(embedder.embed(&texts).await?)
+                    Some(embedder.embed(&texts, Side::Document).await?)
                 }
                 None => None,
             };
@@ -277,16 +415,18 @@ impl Retriever {
                 .map(|(i, c)| Point {
                     id: uuid::Uuid::new_v5(
                         &CHUNK_NAMESPACE,
-                        format!("{root}\0{path}#{}", c.index).as_bytes(),
+                        format!("{root}\0{}#{}", page.path, c.index).as_bytes(),
                     ),
                     sparse: self.bm25.document(&embedding_text(c)),
                     dense: dense.as_ref().map(|d| d[i].clone()),
                     payload: ChunkPayload {
                         root: root.to_owned(),
-                        path: path.to_owned(),
+                        path: page.path.clone(),
                         file_hash: hash.to_owned(),
                         title: c.title.clone(),
                         heading: c.heading.clone(),
+                        url: page.url.clone(),
+                        anchor: c.anchor.clone(),
                         text: c.text.clone(),
                         index: c.index,
                     },
@@ -299,7 +439,70 @@ impl Retriever {
     }
 }
 
-/// The heading travels with the text into both vectors, so a question that names a
+/// What one ingest of one location keeps track of.
+struct IngestRun<'a> {
+    root: &'a str,
+    /// `path → hash` of the pages indexed before under this root.
+    known: &'a HashMap<String, String>,
+    /// Pages that are (still) part of the index.
+    present: BTreeSet<String>,
+    /// The hash of each indexed page's content, and the page that has it: a page with
+    /// the same content (mdBook's `index.html` beside its first chapter) is skipped.
+    contents: HashMap<String, String>,
+}
+
+fn split(dense: Option<(DenseEmbedder, usize)>) -> (Option<DenseEmbedder>, Option<usize>) {
+    match dense {
+        Some((embedder, dims)) => (Some(embedder), Some(dims)),
+        None => (None, None),
+    }
+}
+
+/// At most `per_page` passages of one page, best first, `limit` in all.
+fn diverse(candidates: Vec<Hit>, limit: usize, per_page: usize) -> Vec<Passage> {
+    let mut taken: HashMap<(String, String), usize> = HashMap::new();
+    candidates
+        .into_iter()
+        .filter(|hit| {
+            let count = taken
+                .entry((hit.payload.root.clone(), hit.payload.path.clone()))
+                .or_insert(0);
+            *count += 1;
+            *count <= per_page
+        })
+        .take(limit)
+        .map(Passage::from)
+        .collect()
+}
+
+/// A page's words, whatever its markup: what makes two pages duplicates.
+fn content_of(document: &Document) -> String {
+    let mut content = String::new();
+    for section in &document.sections {
+        for heading in &section.headings {
+            content.push_str(heading);
+            content.push('\n');
+        }
+        for word in section.text.split_whitespace() {
+            content.push_str(word);
+            content.push(' ');
+        }
+    }
+    content
+}
+
+/// The page's file name in words, for a page that names no title.
+fn fallback_title(path: &str) -> String {
+    let name = path
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or(path);
+    let stem = name.rsplit_once('.').map_or(name, |(stem, _)| stem);
+    stem.replace(['-', '_'], " ")
+}
+
+/// The heading path travels with the text into both vectors, so a question that names a
 /// section finds its passages.
 fn embedding_text(chunk: &chunk::Chunk) -> String {
     if chunk.heading.is_empty() {
@@ -328,83 +531,6 @@ fn lock_dir(data_dir: &Path, dir: &Path) -> Result<File, RetrievalError> {
             Err(StoreError::Engine(format!("cannot lock {}: {e}", path.display())).into())
         }
     }
-}
-
-fn root_key(root: &Path) -> String {
-    display_path(root).trim_end_matches('/').to_owned()
-}
-
-/// Paths as readers see them in sources: forward slashes, no leading `./`.
-fn display_path(path: &Path) -> String {
-    let text = path.to_string_lossy().replace('\\', "/");
-    text.strip_prefix("./").unwrap_or(&text).to_owned()
-}
-
-/// What [`find_files`] found under a root.
-struct Found {
-    /// Each supported file with its path relative to the root (forward slashes), sorted.
-    files: Vec<(PathBuf, String)>,
-    /// Links that lead out of the root, as `path: why` lines for the summary.
-    refused: Vec<String>,
-}
-
-/// Supported files under `root` (or `root` itself), skipping hidden entries and
-/// `node_modules`. A symbolic link is followed only when its target lies inside the root:
-/// a link to a file elsewhere on the server would make that file quotable by anyone who
-/// can chat. Linked directories are not descended into (their files are reached, if they
-/// belong to the corpus, through their real place).
-fn find_files(root: &Path) -> Result<Found, String> {
-    let meta = std::fs::metadata(root).map_err(|e| e.to_string())?;
-    let mut found = Found {
-        files: Vec::new(),
-        refused: Vec::new(),
-    };
-    if meta.is_file() {
-        if Format::of(root).is_some() {
-            let name = root.file_name().map(|n| n.to_string_lossy().into_owned());
-            found
-                .files
-                .push((root.to_owned(), name.unwrap_or_default()));
-        }
-        return Ok(found);
-    }
-    let real_root = root.canonicalize().map_err(|e| e.to_string())?;
-    let mut pending = vec![root.to_owned()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))? {
-            let entry = entry.map_err(|e| e.to_string())?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with('.') || name == "node_modules" {
-                continue;
-            }
-            let path = entry.path();
-            let relative = display_path(path.strip_prefix(root).unwrap_or(&path));
-            let kind = entry.file_type().map_err(|e| e.to_string())?;
-            if kind.is_dir() {
-                pending.push(path);
-                continue;
-            }
-            if Format::of(&path).is_none() {
-                continue;
-            }
-            if kind.is_symlink() {
-                match path.canonicalize() {
-                    Ok(target) if target.starts_with(&real_root) && target.is_file() => {}
-                    Ok(target) if target.is_dir() => continue,
-                    _ => {
-                        found
-                            .refused
-                            .push(format!("{relative}: a link that leads out of the corpus"));
-                        continue;
-                    }
-                }
-            }
-            found.files.push((path, relative));
-        }
-    }
-    found.files.sort();
-    Ok(found)
 }
 
 fn hex_sha256(bytes: &[u8]) -> String {

@@ -1,7 +1,7 @@
 //! Where passages live: one interface, [`VectorStore`], and the embedded Qdrant engine
 //! behind it (data under `DATA_DIR/qdrant`). Every point is one chunk: a sparse `bm25`
 //! vector, optionally a dense `dense` vector, and a payload with `root`, `path`,
-//! `fileHash`, `title`, `heading`, `text`, `index`.
+//! `fileHash`, `title`, `heading`, `url`, `anchor`, `text`, `index`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -41,7 +41,15 @@ pub struct ChunkPayload {
     /// SHA-256 of the whole file: unchanged files are skipped on re-ingest.
     pub file_hash: String,
     pub title: String,
+    /// The heading path above the passage (`H1 › H2 › H3`).
     pub heading: String,
+    /// Where a reader opens the page: absolute for pages fetched from the web, relative
+    /// to `SITE_URL` for files (indexes written before citations had links have none).
+    #[serde(default)]
+    pub url: String,
+    /// The fragment of the passage's heading on that page.
+    #[serde(default)]
+    pub anchor: String,
     pub text: String,
     pub index: usize,
 }

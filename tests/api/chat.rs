@@ -597,11 +597,13 @@ async fn store_conformance(retriever: &lectern::retrieval::Retriever) {
     )
     .unwrap();
     std::fs::write(corpus.path().join("ignored.png"), [0u8, 1, 2]).unwrap();
-    let roots = [corpus.path().to_owned()];
+    let roots = [lectern::retrieval::site::Location::Folder(
+        corpus.path().to_owned(),
+    )];
     let quiet = lectern::retrieval::Quiet;
 
     let first = retriever.ingest(&roots, &quiet).await.unwrap();
-    assert_eq!((first.files, first.indexed, first.chunks), (2, 2, 2));
+    assert_eq!((first.pages, first.indexed, first.chunks), (2, 2, 2));
     let again = retriever.ingest(&roots, &quiet).await.unwrap();
     assert_eq!(
         (again.indexed, again.unchanged, again.chunks),
@@ -617,7 +619,11 @@ async fn store_conformance(retriever: &lectern::retrieval::Retriever) {
     std::fs::remove_file(corpus.path().join("b.txt")).unwrap();
     let changed = retriever.ingest(&roots, &quiet).await.unwrap();
     assert_eq!((changed.indexed, changed.removed), (1, 1));
-    let hits = retriever.search("what do aardvarks eat", 5).await.unwrap();
+    let hits = retriever
+        .search("what do aardvarks eat", 5)
+        .await
+        .unwrap()
+        .passages;
     assert_eq!(
         hits.len(),
         1,
@@ -629,6 +635,7 @@ async fn store_conformance(retriever: &lectern::retrieval::Retriever) {
             .search("beavers dams", 5)
             .await
             .unwrap()
+            .passages
             .is_empty(),
         "deleted file is gone"
     );
@@ -637,9 +644,9 @@ async fn store_conformance(retriever: &lectern::retrieval::Retriever) {
 #[tokio::test]
 async fn the_embedded_store_conforms_and_is_locked_to_one_process() {
     let data = tempfile::tempdir().unwrap();
-    let retriever = lectern::retrieval::Retriever::embedded(data.path(), None).unwrap();
+    let retriever = lectern::retrieval::Retriever::embedded(data.path(), None, 1).unwrap();
     store_conformance(&retriever).await;
-    let second = lectern::retrieval::Retriever::embedded(data.path(), None);
+    let second = lectern::retrieval::Retriever::embedded(data.path(), None, 1);
     assert!(matches!(
         second,
         Err(lectern::retrieval::RetrievalError::Store(
@@ -665,7 +672,7 @@ async fn a_qdrant_server_conforms_too() {
             .map(lectern::config::Secret::new),
     };
     let collection = format!("lectern_test_{}", uuid::Uuid::now_v7().simple());
-    let retriever = lectern::retrieval::Retriever::remote(&service, &collection, None)
+    let retriever = lectern::retrieval::Retriever::remote(&service, &collection, None, 1)
         .await
         .unwrap();
     store_conformance(&retriever).await;
@@ -692,16 +699,16 @@ fn ingest_command_summarises_and_refuses_a_store_in_use() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(
-        stdout.contains("indexed 4 files (4 changed, 0 unchanged, 0 removed)"),
+        stdout.contains("indexed 4 pages (4 changed, 0 unchanged, 0 removed, 0 skipped)"),
         "{stdout}"
     );
     let output = run();
     assert!(
         String::from_utf8_lossy(&output.stdout)
-            .contains("(0 changed, 4 unchanged, 0 removed), 0 chunks")
+            .contains("(0 changed, 4 unchanged, 0 removed, 0 skipped), 0 chunks")
     );
 
-    let _held = lectern::retrieval::Retriever::embedded(&dir.path().join("data"), None).unwrap();
+    let _held = lectern::retrieval::Retriever::embedded(&dir.path().join("data"), None, 1).unwrap();
     let output = run();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());

@@ -78,6 +78,17 @@ impl FakeLlm {
             .collect()
     }
 
+    /// The bodies of the embedding requests received so far.
+    pub fn embedding_requests(&self) -> Vec<Value> {
+        self.shared
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r.get("embeddings").cloned())
+            .collect()
+    }
+
     /// Settings that point Lectern's model at this fake.
     pub fn llm_settings(&self) -> Vec<(&'static str, String)> {
         vec![

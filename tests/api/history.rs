@@ -42,6 +42,7 @@ fn turn(n: usize) -> NewTurn {
         question: format!("Question number {n}?"),
         answer: format!("Answer number {n}."),
         sources: json!([{ "title": "Chapter 1", "path": "docs/ch1.md", "snippet": "…", "score": 0.5 }]),
+        unanswered: false,
     }
 }
 

@@ -666,6 +666,10 @@ async fn ingest_stays_inside_its_root_and_cites_relative_paths() {
         stderr.contains("skipped secret.md: a link that leads out of the corpus"),
         "{stderr}"
     );
+    assert!(
+        stderr.contains("skipped alias.md: a link to bees.md, which is indexed under its own path"),
+        "{stderr}"
+    );
 
     let absolute = corpus.path().canonicalize().unwrap();
     let app = spawn_app_with_url(

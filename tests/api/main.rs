@@ -15,4 +15,5 @@ mod pg;
 mod proxy;
 mod reliability;
 mod security;
+mod sites;
 mod ws;
