@@ -456,7 +456,7 @@ impl Settings {
 }
 
 /// The calibrated default of `RETRIEVAL_MIN_SCORE` (`docs/benchmarks.md`, retrieval).
-pub const DEFAULT_MIN_RELEVANCE: f32 = 2.0;
+pub const DEFAULT_MIN_RELEVANCE: f32 = 1.8;
 
 impl RetrievalSettings {
     /// `get` trims; prefixes are read untrimmed through `raw`, since `query: ` ends

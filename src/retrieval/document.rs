@@ -56,6 +56,8 @@ pub enum Skip {
     Empty,
     #[error("the same content as {0}")]
     Duplicate(String),
+    #[error("a licence or robots file, not a page")]
+    Legal,
 }
 
 /// The generators' aggregate and utility pages, by file name (without extension).
@@ -74,6 +76,9 @@ const UTILITY_PAGES: [(&str, &str); 7] = [
 pub fn parse(content: &str, format: Format, path: &str) -> Result<Document, Skip> {
     if let Some(reason) = utility_page(path) {
         return Err(Skip::Aggregate(reason));
+    }
+    if format == Format::Text && legal_text(path) {
+        return Err(Skip::Legal);
     }
     let document = match format {
         Format::Markdown => markdown(content, false),
@@ -107,6 +112,19 @@ fn utility_page(path: &str) -> Option<&'static str> {
         .iter()
         .find(|(name, _)| stem.eq_ignore_ascii_case(name))
         .map(|(_, reason)| *reason)
+}
+
+/// Text files a site ships beside its pages: the licences of its fonts and scripts
+/// (mdBook's `fonts/OPEN-SANS-LICENSE.txt`), `robots.txt`.
+fn legal_text(path: &str) -> bool {
+    let file = path.rsplit('/').next().unwrap_or(path).to_ascii_lowercase();
+    let stem = file
+        .rsplit_once('.')
+        .map_or(file.as_str(), |(stem, _)| stem);
+    stem == "robots"
+        || ["license", "licence", "copying", "notice"]
+            .iter()
+            .any(|word| stem.contains(word))
 }
 
 /// Builds sections as headings and text arrive, in document order.
@@ -716,6 +734,14 @@ mod tests {
             );
         }
         assert!(parse(chapter, Format::Html, "printing.html").is_ok());
+        for path in ["fonts/OPEN-SANS-LICENSE.txt", "LICENSE.txt", "robots.txt"] {
+            assert_eq!(
+                parse("Permission is granted", Format::Text, path),
+                Err(Skip::Legal),
+                "{path}"
+            );
+        }
+        assert!(parse("Bees dance.", Format::Text, "bees.txt").is_ok());
         let noindex = format!("<head><meta name=\"robots\" content=\"noindex\"></head>{chapter}");
         assert_eq!(
             parse(&noindex, Format::Html, "all.html"),

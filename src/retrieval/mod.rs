@@ -110,10 +110,27 @@ impl Passage {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Found {
     pub passages: Vec<Passage>,
-    /// The best passage's BM25 score (whatever ranked the passages): what decides
-    /// whether the book covers the question at all.
+    /// How well the book matches the question, whatever ranked the passages: the best
+    /// passage's BM25 score in units of the IDF of a word found in one passage only, so
+    /// it reads as "rare words of the question the best passage holds" whatever the size
+    /// of the book (raw BM25 scores grow with the logarithm of the passage count). What
+    /// decides whether the book covers the question at all.
     pub relevance: f64,
 }
+
+/// BM25's IDF (Qdrant's: `ln(1 + (N - n + 0.5) / (n + 0.5))`) of a word found in one of
+/// `passages` passages.
+fn rare_word_idf(passages: usize) -> f64 {
+    let n = passages as f64;
+    if n < 2.0 {
+        1.0
+    } else {
+        (1.0 + (n - 0.5) / 1.5).ln()
+    }
+}
+
+/// How long a passage count is trusted before it is read again.
+const COUNT_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What an ingest run did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -185,6 +202,8 @@ pub struct Retriever {
     _lock: Option<File>,
     /// Whether the last search succeeded (for `health`).
     last_search_ok: AtomicBool,
+    /// The number of passages and when it was read: the scale of BM25 scores.
+    passages: std::sync::Mutex<Option<(std::time::Instant, usize)>>,
 }
 
 impl Retriever {
@@ -230,7 +249,22 @@ impl Retriever {
             sources_per_page: sources_per_page.max(1),
             _lock: lock,
             last_search_ok: AtomicBool::new(true),
+            passages: std::sync::Mutex::new(None),
         })
+    }
+
+    /// The number of passages stored, read at most once a [`COUNT_TTL`].
+    async fn passage_count(&self) -> Result<usize, RetrievalError> {
+        let cached = *self.passages.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((read, count)) = cached
+            && read.elapsed() < COUNT_TTL
+        {
+            return Ok(count);
+        }
+        let count = self.store.count().await?;
+        *self.passages.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((std::time::Instant::now(), count));
+        Ok(count)
     }
 
     pub async fn is_empty(&self) -> Result<bool, RetrievalError> {
@@ -290,9 +324,10 @@ impl Retriever {
         } else {
             candidates.first().map(|hit| hit.score)
         };
+        let scale = rare_word_idf(self.passage_count().await?);
         Ok(Found {
             passages: diverse(candidates, limit, self.sources_per_page),
-            relevance: f64::from(best_sparse.unwrap_or(0.0)),
+            relevance: f64::from(best_sparse.unwrap_or(0.0)) / scale,
         })
     }
 
@@ -355,6 +390,7 @@ impl Retriever {
             }
         }
         progress.finish();
+        *self.passages.lock().unwrap_or_else(|e| e.into_inner()) = None;
         Ok(summary)
     }
 

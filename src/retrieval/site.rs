@@ -418,7 +418,14 @@ impl Web {
     /// One page and the links on it.
     async fn fetch(&self, url: Url) -> (Option<Fetched>, Vec<Url>) {
         let Some(path) = self.relative(&url) else {
-            return (None, Vec::new());
+            let reason = format!("outside {}", self.prefix);
+            return (
+                Some(Fetched::Refused {
+                    path: url.to_string(),
+                    reason,
+                }),
+                Vec::new(),
+            );
         };
         if !self.allowed(&url) {
             return (
@@ -445,10 +452,10 @@ impl Web {
         if !status.is_success() {
             return (Some(failed(format!("answered {status}"))), Vec::new());
         }
-        // A redirect may leave the site.
         let final_url = page_url(response.url().clone());
         let Some(path) = self.relative(&final_url) else {
-            return (None, Vec::new());
+            let reason = format!("redirected outside {}", self.prefix);
+            return (Some(Fetched::Refused { path, reason }), Vec::new());
         };
         let format = match response
             .headers()

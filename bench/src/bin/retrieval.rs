@@ -63,6 +63,8 @@ struct Scores {
     repeated_slots: usize,
     in_book_relevance: Vec<f64>,
     off_topic_relevance: Vec<f64>,
+    /// Each off-topic question with its relevance and the page it matched best.
+    off_topic: Vec<String>,
     misses: Vec<String>,
 }
 
@@ -135,6 +137,15 @@ async fn measure(
             .await
             .expect("search works");
         scores.off_topic_relevance.push(found.relevance);
+        scores.off_topic.push(format!(
+            "{:.2} {} → {}",
+            found.relevance,
+            question.text,
+            found
+                .passages
+                .first()
+                .map_or("nothing", |p| p.path.as_str())
+        ));
     }
     drop(retriever);
     let _ = std::fs::remove_dir_all(&data);
@@ -223,6 +234,9 @@ fn report(site: &str, mode: &str, s: &Scores, threshold: f64) {
     );
     for miss in &s.misses {
         println!("  miss: {miss}");
+    }
+    for line in &s.off_topic {
+        println!("  off topic: {line}");
     }
 }
 
