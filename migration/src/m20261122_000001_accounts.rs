@@ -1,8 +1,15 @@
 //! Better Auth's core tables (`user`, `session`, `account`, `verification`) with its column
 //! names, so a Better Auth server pointed at the same database sees the same users, plus
 //! `refresh_token`, Lectern's record of the refresh tokens it issued (digests only).
+//!
+//! Most teams add Lectern beside a Better Auth application whose tables already exist, so
+//! only what is missing is created (tables and indexes, `IF NOT EXISTS`), and the tables
+//! that are there are checked first: a column Lectern reads or writes that is missing or
+//! of another type, or a required column Lectern would not fill (a plugin's), stops the
+//! migration with one message naming each.
 
 use sea_orm_migration::prelude::*;
+use sea_orm_migration::sea_orm::{DatabaseBackend, Statement};
 
 pub struct Migration;
 
@@ -123,12 +130,183 @@ fn nullable_timestamp(col: impl IntoIden) -> ColumnDef {
         .to_owned()
 }
 
+/// The kinds of column Lectern relies on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Text,
+    Timestamp,
+    Boolean,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Text => "text",
+            Kind::Timestamp => "a timestamp",
+            Kind::Boolean => "boolean",
+        }
+    }
+
+    /// Whether a column of `data_type` (PostgreSQL's `information_schema` name) holds it.
+    fn accepts(self, data_type: &str) -> bool {
+        match self {
+            Kind::Text => matches!(data_type, "text" | "character varying"),
+            Kind::Timestamp => data_type.starts_with("timestamp"),
+            Kind::Boolean => data_type == "boolean",
+        }
+    }
+}
+
+/// The columns of the Better Auth tables Lectern writes to, that it reads or writes. Other
+/// columns may be there (plugins add some) as long as Lectern's inserts can leave them
+/// out. (`verification` is Better Auth's alone.)
+const NEEDED: [(&str, &[(&str, Kind)]); 3] = [
+    (
+        "user",
+        &[
+            ("id", Kind::Text),
+            ("name", Kind::Text),
+            ("email", Kind::Text),
+            ("emailVerified", Kind::Boolean),
+            ("image", Kind::Text),
+            ("createdAt", Kind::Timestamp),
+            ("updatedAt", Kind::Timestamp),
+        ],
+    ),
+    (
+        "session",
+        &[
+            ("id", Kind::Text),
+            ("expiresAt", Kind::Timestamp),
+            ("token", Kind::Text),
+            ("createdAt", Kind::Timestamp),
+            ("updatedAt", Kind::Timestamp),
+            ("ipAddress", Kind::Text),
+            ("userAgent", Kind::Text),
+            ("userId", Kind::Text),
+        ],
+    ),
+    (
+        "account",
+        &[
+            ("id", Kind::Text),
+            ("accountId", Kind::Text),
+            ("providerId", Kind::Text),
+            ("userId", Kind::Text),
+            ("password", Kind::Text),
+            ("createdAt", Kind::Timestamp),
+            ("updatedAt", Kind::Timestamp),
+        ],
+    ),
+];
+
+/// One column as the database describes it.
+struct Column {
+    table: String,
+    name: String,
+    data_type: String,
+    /// NOT NULL without a default: an insert must give it a value.
+    required: bool,
+}
+
+/// The columns of the Better Auth tables that already exist.
+async fn existing_columns(manager: &SchemaManager<'_>) -> Result<Vec<Column>, DbErr> {
+    let conn = manager.get_connection();
+    let backend = manager.get_database_backend();
+    let mut columns = Vec::new();
+    if backend == DatabaseBackend::Postgres {
+        let rows = conn
+            .query_all_raw(Statement::from_string(
+                backend,
+                "SELECT table_name::text AS t, column_name::text AS c, data_type::text AS d, \
+                 (is_nullable = 'NO' AND column_default IS NULL AND is_identity = 'NO') AS r \
+                 FROM information_schema.columns WHERE table_schema = current_schema() \
+                 AND table_name IN ('user', 'session', 'account')",
+            ))
+            .await?;
+        for row in rows {
+            columns.push(Column {
+                table: row.try_get("", "t")?,
+                name: row.try_get("", "c")?,
+                data_type: row.try_get("", "d")?,
+                required: row.try_get("", "r")?,
+            });
+        }
+    } else {
+        for (table, _) in NEEDED {
+            let rows = conn
+                .query_all_raw(Statement::from_string(
+                    backend,
+                    format!(
+                        "SELECT name AS c, type AS d, (\"notnull\" = 1 AND dflt_value IS NULL AND pk = 0) AS r \
+                         FROM pragma_table_info('{table}')"
+                    ),
+                ))
+                .await?;
+            for row in rows {
+                columns.push(Column {
+                    table: table.to_owned(),
+                    name: row.try_get("", "c")?,
+                    data_type: row.try_get("", "d")?,
+                    required: row.try_get("", "r")?,
+                });
+            }
+        }
+    }
+    Ok(columns)
+}
+
+/// Refuses, with one message naming every problem, Better Auth tables that Lectern cannot
+/// share. Types are checked on PostgreSQL, where Better Auth's are known; SQLite declares
+/// types loosely.
+async fn check_existing_tables(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
+    let postgres = manager.get_database_backend() == DatabaseBackend::Postgres;
+    let columns = existing_columns(manager).await?;
+    let mut problems = Vec::new();
+    for (table, needed) in NEEDED {
+        let present: Vec<&Column> = columns.iter().filter(|c| c.table == table).collect();
+        if present.is_empty() {
+            continue;
+        }
+        for (name, kind) in needed.iter() {
+            match present.iter().find(|c| c.name == *name) {
+                None => problems.push(format!("{table}.{name} is missing")),
+                Some(column) if postgres && !kind.accepts(&column.data_type) => {
+                    problems.push(format!(
+                        "{table}.{name} is {}, Lectern needs {}",
+                        column.data_type,
+                        kind.name()
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        for column in present {
+            if column.required && !needed.iter().any(|(name, _)| *name == column.name) {
+                problems.push(format!(
+                    "{table}.{} is required (NOT NULL, no default) but Lectern does not write it",
+                    column.name
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(DbErr::Migration(format!(
+        "the existing Better Auth tables cannot be shared with Lectern: {}; give those columns the type or a default Better Auth's core schema has",
+        problems.join("; ")
+    )))
+}
+
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        check_existing_tables(manager).await?;
         manager
             .create_table(
                 Table::create()
+                    .if_not_exists()
                     .table(User::Table)
                     .col(text(User::Id).primary_key())
                     .col(text(User::Name))
@@ -150,6 +328,7 @@ impl MigrationTrait for Migration {
         manager
             .create_table(
                 Table::create()
+                    .if_not_exists()
                     .table(Session::Table)
                     .col(text(Session::Id).primary_key())
                     .col(
@@ -175,6 +354,7 @@ impl MigrationTrait for Migration {
         manager
             .create_index(
                 Index::create()
+                    .if_not_exists()
                     .name("session_userId_idx")
                     .table(Session::Table)
                     .col(Session::UserId)
@@ -184,6 +364,7 @@ impl MigrationTrait for Migration {
         manager
             .create_table(
                 Table::create()
+                    .if_not_exists()
                     .table(Account::Table)
                     .col(text(Account::Id).primary_key())
                     .col(text(Account::AccountId))
@@ -210,6 +391,7 @@ impl MigrationTrait for Migration {
         manager
             .create_index(
                 Index::create()
+                    .if_not_exists()
                     .name("account_userId_idx")
                     .table(Account::Table)
                     .col(Account::UserId)
@@ -219,6 +401,7 @@ impl MigrationTrait for Migration {
         manager
             .create_table(
                 Table::create()
+                    .if_not_exists()
                     .table(Verification::Table)
                     .col(text(Verification::Id).primary_key())
                     .col(text(Verification::Identifier))
@@ -236,6 +419,7 @@ impl MigrationTrait for Migration {
         manager
             .create_index(
                 Index::create()
+                    .if_not_exists()
                     .name("verification_identifier_idx")
                     .table(Verification::Table)
                     .col(Verification::Identifier)
@@ -245,6 +429,7 @@ impl MigrationTrait for Migration {
         manager
             .create_table(
                 Table::create()
+                    .if_not_exists()
                     .table(RefreshToken::Table)
                     .col(text(RefreshToken::Digest).primary_key())
                     .col(text(RefreshToken::SessionId))
@@ -262,6 +447,7 @@ impl MigrationTrait for Migration {
         manager
             .create_index(
                 Index::create()
+                    .if_not_exists()
                     .name("refresh_token_sessionId_idx")
                     .table(RefreshToken::Table)
                     .col(RefreshToken::SessionId)

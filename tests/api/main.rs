@@ -2,6 +2,7 @@
 //! PostgreSQL (see `pg.rs` for how that one is found or started).
 
 mod accounts;
+mod better_auth;
 mod chat;
 mod durability;
 mod fake_llm;
