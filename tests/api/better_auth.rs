@@ -297,6 +297,21 @@ async fn readers_sign_up_and_sign_in_on_either_side() {
         .sign_in("grace@example.com", "wrong horse battery")
         .await;
     assert_eq!(status, 401);
+
+    // A password typed in another Unicode form (composed "é" there, "e" + combining
+    // accent here, and the other way round) works on both sides: both hash its NFKC form.
+    let (composed, decomposed) = (
+        "café crème brûlée",
+        "cafe\u{301} cre\u{300}me bru\u{302}le\u{301}e",
+    );
+    let (status, body, _) = peer.sign_up("uni@example.com", composed).await;
+    assert_eq!(status, 200, "{body}");
+    let login = login_here(&app, "uni@example.com", decomposed).await;
+    assert!(login["errors"].is_null(), "{login}");
+    let registered = register_here(&app, "code@example.com", decomposed).await;
+    assert!(registered["errors"].is_null(), "{registered}");
+    let (status, body, _) = peer.sign_in("code@example.com", composed).await;
+    assert_eq!(status, 200, "{body}");
     app.shutdown().await;
 }
 
@@ -322,12 +337,18 @@ async fn sign_outs_revocations_and_deletions_reach_the_other_side() {
     let me = me_with_cookie(&app, &first).await;
     assert!(me["data"]["me"].is_null(), "{me}");
 
-    // Other sessions revoked there, a Lectern session among them.
+    // A session made here is one of the reader's sessions there.
     let here = login_here(&app, "lin@example.com", PASSWORD).await;
     let token = here["data"]["login"]["accessToken"]
         .as_str()
         .unwrap()
         .to_owned();
+    let (status, listed, _) = peer.call("/list-sessions", Some(&second), None).await;
+    assert_eq!(status, 200, "{listed}");
+    // Sign-up's own session, the second sign-in's, and the login here.
+    assert_eq!(listed.as_array().map(Vec::len), Some(3), "{listed}");
+
+    // Other sessions revoked there, the Lectern one among them.
     let (status, body, _) = peer
         .call("/revoke-other-sessions", Some(&second), Some(json!({})))
         .await;
