@@ -75,6 +75,9 @@ pub struct Limits {
     pub max_connections: usize,
     /// WebSocket connections per client address at most.
     pub ws_connections_per_ip: u32,
+    /// GraphQL requests of one client address read and checked at once (0: off); the
+    /// others wait, unread.
+    pub admission_per_ip: u32,
     /// Running subscriptions per WebSocket connection at most.
     pub ws_subscriptions: usize,
     /// Longest a WebSocket may stay open before its `connection_init`.
@@ -548,6 +551,12 @@ impl Limits {
                 32,
                 0..=1_000_000,
                 "an integer from 0 (off) to 1000000",
+            )?,
+            admission_per_ip: count(
+                "GRAPHQL_ADMISSION_PER_IP",
+                4,
+                0..=100_000,
+                "an integer from 0 (off) to 100000",
             )?,
             ws_subscriptions: count(
                 "WS_MAX_SUBSCRIPTIONS",

@@ -163,6 +163,7 @@ impl Application {
                 settings.limits.turn_registry_max,
             ),
         });
+        let admission = http::admission::Admission::new(settings.limits.admission_per_ip);
         let settings = Arc::new(settings);
         let schema =
             graphql::build_schema(db.clone(), settings.clone(), auth.clone(), chat.clone());
@@ -178,6 +179,7 @@ impl Application {
                 shutdown: CancellationToken::new(),
                 stopping: CancellationToken::new(),
                 ws_connections: http::ws::ConnectionCounts::default(),
+                admission: admission.map(Arc::new),
                 websockets: tokio_util::task::TaskTracker::new(),
             },
         })

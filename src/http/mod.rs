@@ -2,10 +2,12 @@
 //! tracing span, body size and time limits, CORS), and graceful shutdown.
 //!
 //! - [`serve`]: the accept loop (connection cap, header and idle timeouts).
+//! - [`admission`]: how many of one client's requests are read and checked at once.
 //! - [`client`]: the client's address through trusted proxies.
 //! - [`ws`]: GraphQL over WebSocket (graphql-transport-ws).
 //! - [`graphiql`]: the GraphiQL page and its embedded assets.
 
+pub mod admission;
 pub mod client;
 pub mod graphiql;
 pub mod serve;
@@ -20,7 +22,7 @@ use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::Router;
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, FromRequest as _, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
@@ -69,6 +71,9 @@ pub struct AppState {
     pub stopping: CancellationToken,
     /// Open WebSocket connections per client address.
     pub ws_connections: ws::ConnectionCounts,
+    /// GraphQL requests of one client address read and checked at once (`None`: no
+    /// bound).
+    pub admission: Option<Arc<admission::Admission>>,
     /// Open WebSocket connections, so shutdown can wait for them to close.
     pub websockets: tokio_util::task::TaskTracker,
 }
@@ -171,7 +176,7 @@ async fn graphql_handler(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    request: Result<GraphQLRequest, GraphQLRejection>,
+    body: axum::extract::Request,
 ) -> Response {
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -183,6 +188,13 @@ async fn graphql_handler(
             "send GraphQL requests as application/json".into(),
         );
     }
+    let client = client::client_info(peer, &headers, &state.settings.limits.trusted_proxies);
+    let pass = match (&state.admission, client.ip) {
+        (Some(admission), Some(ip)) => Some(admission.enter(ip).await),
+        _ => None,
+    };
+    let request: Result<GraphQLRequest, GraphQLRejection> =
+        GraphQLRequest::from_request(body, &state).await;
     let request = match request {
         Ok(request) => request,
         Err(rejection) => {
@@ -200,7 +212,6 @@ async fn graphql_handler(
         }
     };
     let viewer = Viewer::from_headers(&headers, &state.auth.keys, state.better_auth.as_deref());
-    let client = client::client_info(peer, &headers, &state.settings.limits.trusted_proxies);
     let started = std::time::Instant::now();
     let mut request = request
         .into_inner()
@@ -212,6 +223,7 @@ async fn graphql_handler(
         crate::metering::record_request(None, &response, started.elapsed());
         return GraphQLResponse::from(response).into_response();
     }
+    drop(pass);
     let label = crate::metering::operation_label(&mut request);
     let mut response = state.schema.execute(request).await;
     crate::metering::record_request(label, &response, started.elapsed());

@@ -415,6 +415,72 @@ async fn connections_past_the_cap_wait_their_turn() {
     app.shutdown().await;
 }
 
+/// A flood from one address is read and checked a few requests at a time: the rest wait,
+/// unread, while other addresses are served at once (the client's address through a
+/// trusted proxy, as behind a load balancer).
+#[tokio::test]
+async fn one_address_cannot_take_every_turn_at_reading_requests() {
+    let app = spawn_app_with_url(
+        Backend::Sqlite,
+        None,
+        &[
+            ("GRAPHQL_ADMISSION_PER_IP", "1"),
+            ("TRUSTED_PROXIES", "127.0.0.1"),
+        ],
+    )
+    .await;
+    let body = br#"{"query":"{ __typename }"}"#;
+    // A request from 10.0.0.1 whose body is still arriving holds that address's turn.
+    let mut slow = TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-Forwarded-For: 10.0.0.1\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.write_all(&body[..5]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let from = |ip: &'static str| {
+        let client = app.client.clone();
+        let url = app.url("/graphql");
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .header("x-forwarded-for", ip)
+                .json(&json!({ "query": "{ __typename }" }))
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        })
+    };
+    let same = from("10.0.0.1");
+    let other = from("10.0.0.2");
+    let answered = tokio::time::timeout(Duration::from_secs(5), other)
+        .await
+        .expect("another address is served at once")
+        .unwrap();
+    assert_eq!(answered["data"]["__typename"], "Query");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!same.is_finished(), "the same address waits its turn");
+
+    slow.write_all(&body[5..]).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), slow.read(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 200"));
+    let waited = tokio::time::timeout(Duration::from_secs(5), same)
+        .await
+        .expect("then it is served")
+        .unwrap();
+    assert_eq!(waited["data"]["__typename"], "Query");
+    app.shutdown().await;
+}
+
 const CHAT: &str = "mutation($m: String!) { chat(input: {message: $m}) { answer } }";
 
 #[tokio::test]
