@@ -17,6 +17,7 @@ cd "$(dirname "$0")/.."
 BENCH_DIR=${BENCH_DIR:-/var/tmp/lectern-bench}
 PG_PORT=${PG_PORT:-55432}
 PORT=${PORT:-8088}
+HEALTH_PORT=${HEALTH_PORT:-8087}
 READERS=${BENCH_READERS:-10000}
 export BENCH_READERS=$READERS
 export JWT_SECRET=${JWT_SECRET:-bench-secret-bench-secret-bench-secret-0123}
@@ -71,7 +72,7 @@ stop_server() { [ -n "$server_pid" ] && kill -TERM "$server_pid" 2>/dev/null && 
 trap stop_server EXIT
 DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/lectern" \
 DATABASE_MAX_CONNECTIONS=${DATABASE_MAX_CONNECTIONS:-20} \
-BIND_ADDR="127.0.0.1:$PORT" DATA_DIR="$BENCH_DIR/data" CORPUS_DIR="$corpus" \
+BIND_ADDR="127.0.0.1:$PORT" HEALTH_BIND_ADDR="127.0.0.1:$HEALTH_PORT" DATA_DIR="$BENCH_DIR/data" CORPUS_DIR="$corpus" \
 AUTH_RATE_LIMIT_PER_IP=0 AUTH_RATE_LIMIT_PER_EMAIL=0 CHAT_RATE_LIMIT_PER_IP=0 CHAT_RATE_LIMIT_PER_READER=0 \
   WS_MAX_CONNECTIONS_PER_IP=0 AUTH_HASH_QUEUE=100000 RUST_LOG=warn \
   "$TARGET/release/lectern" serve 2> "$BENCH_DIR/server.log" &
@@ -97,7 +98,19 @@ rss() { awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' "/proc/$server_pid/status"; }
 for scenario in "${scenarios[@]}"; do
   if [ "$scenario" = down ]; then pg_stop; sleep 3; fi
   echo "server RSS before $scenario: $(rss)"
+  probes=()
+  if [ "$scenario" = hostile ] || [ "$scenario" = healthz ]; then
+    # Beside goose's own /healthz readers: a light reader of each port, from 5 s in.
+    probe_seconds=$(( ${BENCH_SECONDS:-30} - 5 ))
+    ( sleep 5
+      echo "API port $(python3 bench/healthz_probe.py 127.0.0.1 "$PORT" "$probe_seconds")" ) &
+    probes+=($!)
+    ( sleep 5
+      echo "HEALTH_BIND_ADDR $(python3 bench/healthz_probe.py 127.0.0.1 "$HEALTH_PORT" "$probe_seconds")" ) &
+    probes+=($!)
+  fi
   "$TARGET/release/lectern-bench" "$scenario"
+  [ ${#probes[@]} -eq 0 ] || wait "${probes[@]}"
   echo "server RSS after $scenario: $(rss); peak so far: $(peak_rss)"
   if [ "$scenario" = down ]; then pg_start; fi
 done

@@ -15,6 +15,9 @@ pub struct Settings {
     pub database: DatabaseSettings,
     /// The address the HTTP server listens on; port 0 picks a free one (tests do).
     pub bind_addr: SocketAddr,
+    /// A second address serving only `/healthz`, `/readyz` and `/metrics`, on a thread
+    /// of its own, so probes answer while the API is saturated; `None`: no such listener.
+    pub health_addr: Option<SocketAddr>,
     /// Production turns off developer conveniences and insists on real secrets.
     pub app_env: AppEnv,
     /// Signs access tokens; `None` in development means "generate one per process".
@@ -292,6 +295,17 @@ impl Settings {
                 )
             })?,
         };
+        let health_addr = get("HEALTH_BIND_ADDR")
+            .map(|v| {
+                v.parse().map_err(|_| {
+                    invalid(
+                        "HEALTH_BIND_ADDR",
+                        &v,
+                        "an IP address and port such as 0.0.0.0:9090, different from BIND_ADDR",
+                    )
+                })
+            })
+            .transpose()?;
         let jwt_secret = get("JWT_SECRET").map(Secret::new);
         if app_env == AppEnv::Production {
             match &jwt_secret {
@@ -431,6 +445,7 @@ impl Settings {
             data_dir,
             database,
             bind_addr,
+            health_addr,
             app_env,
             jwt_secret,
             better_auth_secret,

@@ -41,6 +41,8 @@ use db::Database;
 /// A built server: bound to its port, with its database supervisor ready to start.
 pub struct Application {
     listener: TcpListener,
+    /// `HEALTH_BIND_ADDR`'s listener, served by a thread of its own.
+    health_listener: Option<std::net::TcpListener>,
     state: http::AppState,
 }
 
@@ -167,8 +169,17 @@ impl Application {
         let settings = Arc::new(settings);
         let schema =
             graphql::build_schema(db.clone(), settings.clone(), auth.clone(), chat.clone());
+        let health_listener = settings
+            .health_addr
+            .map(|addr| {
+                std::net::TcpListener::bind(addr)
+                    .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                    .with_context(|| format!("cannot listen on HEALTH_BIND_ADDR {addr}"))
+            })
+            .transpose()?;
         Ok(Self {
             listener,
+            health_listener,
             state: http::AppState {
                 schema,
                 db,
@@ -189,6 +200,13 @@ impl Application {
         self.listener
             .local_addr()
             .expect("a bound TCP listener has a local address")
+    }
+
+    /// Where `HEALTH_BIND_ADDR` listens, when set.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     pub fn database(&self) -> Database {
@@ -216,6 +234,11 @@ impl Application {
         let settings = self.state.settings.clone();
         let turns = self.state.chat.tasks.clone();
         let websockets = self.state.websockets.clone();
+        let probes_stop = CancellationToken::new();
+        if let Some(listener) = self.health_listener {
+            http::probes::serve_on_own_thread(listener, self.state.clone(), probes_stop.clone())?;
+        }
+        let _probes_stop = probes_stop.drop_guard();
         let app = http::router(self.state);
         // Resolves when the listener should close: after the drain, or at once when the
         // supervisor gave up on the schema.

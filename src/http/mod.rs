@@ -3,6 +3,7 @@
 //!
 //! - [`serve`]: the accept loop (connection cap, header and idle timeouts).
 //! - [`admission`]: how many of one client's requests are read and checked at once.
+//! - [`probes`]: `/healthz`, `/readyz` and `/metrics` on a listener and thread of their own.
 //! - [`client`]: the client's address through trusted proxies.
 //! - [`ws`]: GraphQL over WebSocket (graphql-transport-ws).
 //! - [`graphiql`]: the GraphiQL page and its embedded assets.
@@ -10,6 +11,7 @@
 pub mod admission;
 pub mod client;
 pub mod graphiql;
+pub mod probes;
 pub mod serve;
 pub mod ws;
 
@@ -152,7 +154,7 @@ fn with_security_headers(router: Router, production: bool) -> Router {
 }
 
 /// Prometheus text exposition. Aggregates only: no user, id or content in any label.
-async fn metrics(State(state): State<AppState>) -> Response {
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
@@ -244,7 +246,7 @@ pub(crate) fn give_errors_a_code(response: &mut async_graphql::Response) {
 
 /// Readiness with per-component status. A degraded server still answers chats, so it
 /// stays ready (200); only a server that is shutting down says 503.
-async fn readyz(State(state): State<AppState>) -> Response {
+pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     let health = Health::of(&state.db, &state.chat);
     let code = if state.shutdown.is_cancelled() {
         StatusCode::SERVICE_UNAVAILABLE

@@ -26,6 +26,8 @@ pub const JWT_SECRET: &str = "test-secret-that-is-long-enough-for-hs256";
 /// A running server on a random port with a database of its own.
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// `HEALTH_BIND_ADDR`'s listener, when the test set one.
+    pub health_addr: Option<SocketAddr>,
     pub backend: Backend,
     pub client: reqwest::Client,
     pub database: Database,
@@ -101,11 +103,13 @@ pub async fn spawn_app_with_url(
         .await
         .expect("the app builds");
     let addr = app.local_addr();
+    let health_addr = app.health_addr();
     let database = app.database();
     let stop = CancellationToken::new();
     let server = tokio::spawn(app.run_until(stop.clone().cancelled_owned()));
     TestApp {
         addr,
+        health_addr,
         backend,
         client: reqwest::Client::new(),
         database,

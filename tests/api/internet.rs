@@ -415,6 +415,44 @@ async fn connections_past_the_cap_wait_their_turn() {
     app.shutdown().await;
 }
 
+/// `HEALTH_BIND_ADDR` serves the probes (and nothing else) on a listener of its own.
+#[tokio::test]
+async fn probes_have_a_listener_of_their_own() {
+    let app = spawn_app_with_url(
+        Backend::Sqlite,
+        None,
+        &[("HEALTH_BIND_ADDR", "127.0.0.1:0")],
+    )
+    .await;
+    let probes = app.health_addr.expect("the probe listener is bound");
+    assert_ne!(probes, app.addr);
+    let get = |path: &'static str| {
+        let client = app.client.clone();
+        async move {
+            client
+                .get(format!("http://{probes}{path}"))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let healthz = get("/healthz").await;
+    assert_eq!(healthz.status(), 200);
+    assert_eq!(healthz.text().await.unwrap(), "ok");
+    let readyz: Value = get("/readyz").await.json().await.unwrap();
+    assert!(readyz["database"].is_string(), "{readyz}");
+    assert!(
+        get("/metrics")
+            .await
+            .text()
+            .await
+            .unwrap()
+            .contains("lectern_database_up")
+    );
+    assert_eq!(get("/graphql").await.status(), 404, "only the probes");
+    app.shutdown().await;
+}
+
 /// A flood from one address is read and checked a few requests at a time: the rest wait,
 /// unread, while other addresses are served at once (the client's address through a
 /// trusted proxy, as behind a load balancer).
