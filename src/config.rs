@@ -190,6 +190,8 @@ pub enum LogFormat {
 pub struct RemoteService {
     pub url: String,
     pub api_key: Option<Secret>,
+    /// Longest any one call may take, connecting included (`QDRANT_TIMEOUT_MS`).
+    pub timeout: std::time::Duration,
 }
 
 /// An OpenAI-compatible model endpoint.
@@ -362,6 +364,13 @@ impl Settings {
                 Ok(RemoteService {
                     url: http_url("QDRANT_URL", url)?,
                     api_key: get("QDRANT_API_KEY").map(Secret::new),
+                    timeout: std::time::Duration::from_millis(u64::from(parse_number(
+                        "QDRANT_TIMEOUT_MS",
+                        get("QDRANT_TIMEOUT_MS"),
+                        2_000,
+                        50..=120_000,
+                        "milliseconds from 50 to 120000",
+                    )?)),
                 })
             })
             .transpose()?;

@@ -1,7 +1,11 @@
 //! Qdrant server or Qdrant Cloud through `qdrant-client` (gRPC), with the same collection
 //! layout as the embedded engine: a sparse `bm25` vector with the IDF modifier, an
-//! optional dense `dense` vector, keyword payload indexes on `root` and `path`. The
-//! collection is created on first use. Any number of Lectern processes can share it.
+//! optional dense `dense` vector, keyword payload indexes on `root` and `path`. Any number
+//! of Lectern processes can share it, and set it up at the same moment: creating the
+//! collection when another replica just did is success, the payload indexes are created
+//! (idempotently) on every start, and a collection whose layout does not match the
+//! settings stops start-up with one line saying what differs. Every call has a deadline
+//! (`QDRANT_TIMEOUT_MS`).
 
 use std::collections::HashMap;
 
@@ -11,7 +15,7 @@ use qdrant_client::qdrant::{
     DeletePointsBuilder, Distance, FieldType, Filter, Fusion, Modifier, NamedVectors, PointId,
     PointStruct, PrefetchQueryBuilder, Query, QueryPointsBuilder, ScrollPointsBuilder,
     SparseVectorParamsBuilder, SparseVectorsConfigBuilder, UpsertPointsBuilder, Vector,
-    VectorInput, VectorParamsBuilder, VectorsConfigBuilder,
+    VectorInput, VectorParamsBuilder, VectorsConfigBuilder, vectors_config,
 };
 
 use super::store::{
@@ -32,7 +36,7 @@ fn remote(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl RemoteStore {
-    /// Connects and creates the collection if it does not exist yet.
+    /// Connects, and creates the collection or checks the one that is there.
     pub async fn open(
         service: &RemoteService,
         collection: &str,
@@ -40,6 +44,8 @@ impl RemoteStore {
     ) -> Result<Self, StoreError> {
         let client = Qdrant::from_url(&service.url)
             .api_key(service.api_key.as_ref().map(|k| k.expose().to_owned()))
+            .timeout(service.timeout)
+            .connect_timeout(service.timeout)
             .skip_compatibility_check()
             .build()
             .map_err(remote)?;
@@ -47,18 +53,19 @@ impl RemoteStore {
             client,
             collection: collection.to_owned(),
         };
-        if !store
-            .client
-            .collection_exists(collection)
-            .await
-            .map_err(remote)?
-        {
-            store.create(dense_dims).await?;
+        match store.set_up(dense_dims).await {
+            Ok(()) => Ok(store),
+            Err(StoreError::Engine(e)) if answers_rest(&service.url).await => {
+                Err(StoreError::Engine(format!(
+                    "QDRANT_URL {} is Qdrant's REST port; Lectern speaks gRPC: use the gRPC port (6334 by default) ({e})",
+                    service.url
+                )))
+            }
+            Err(e) => Err(e),
         }
-        Ok(store)
     }
 
-    async fn create(&self, dense_dims: Option<usize>) -> Result<(), StoreError> {
+    async fn set_up(&self, dense_dims: Option<usize>) -> Result<(), StoreError> {
         let mut sparse = SparseVectorsConfigBuilder::default();
         sparse.add_named_vector_params(
             SPARSE,
@@ -74,10 +81,17 @@ impl RemoteStore {
             );
             builder = builder.vectors_config(dense);
         }
-        self.client
-            .create_collection(builder)
-            .await
-            .map_err(remote)?;
+        match self.client.create_collection(builder).await {
+            Ok(_) => {
+                tracing::info!(collection = %self.collection, "created the Qdrant collection")
+            }
+            // Another replica created it first (or it was there): check it below.
+            Err(e) if e.to_string().contains("already exists") => {}
+            Err(e) => return Err(remote(e)),
+        }
+        self.check_layout(dense_dims).await?;
+        // Created on every start: a process that stopped between creating the collection
+        // and its indexes leaves them to the next one; creating an index again is a no-op.
         for field in ["root", "path"] {
             self.client
                 .create_field_index(
@@ -91,8 +105,73 @@ impl RemoteStore {
                 .await
                 .map_err(remote)?;
         }
-        tracing::info!(collection = %self.collection, "created the Qdrant collection");
         Ok(())
+    }
+
+    /// The collection's vectors against the settings: a sparse `bm25`, and a dense
+    /// `dense` of `EMBEDDING_DIMENSIONS` exactly when embeddings are configured.
+    async fn check_layout(&self, dense_dims: Option<usize>) -> Result<(), StoreError> {
+        let info = self
+            .client
+            .collection_info(&self.collection)
+            .await
+            .map_err(remote)?;
+        let params = info
+            .result
+            .and_then(|r| r.config)
+            .and_then(|c| c.params)
+            .unwrap_or_default();
+        let has_sparse = params
+            .sparse_vectors_config
+            .is_some_and(|c| c.map.contains_key(SPARSE));
+        let dense = match params.vectors_config.and_then(|v| v.config) {
+            Some(vectors_config::Config::ParamsMap(map)) => {
+                map.map.get(DENSE).map(|p| p.size as usize)
+            }
+            _ => None,
+        };
+        let mut differences = Vec::new();
+        if !has_sparse {
+            differences.push(format!("it has no sparse `{SPARSE}` vector"));
+        }
+        match (dense, dense_dims) {
+            (Some(found), Some(wanted)) if found != wanted => differences.push(format!(
+                "its `{DENSE}` vectors have {found} dimensions, EMBEDDING_DIMENSIONS is {wanted}"
+            )),
+            (Some(found), None) => differences.push(format!(
+                "it has {found}-dimension `{DENSE}` vectors, but no EMBEDDING_BASE_URL is set"
+            )),
+            (None, Some(wanted)) => differences.push(format!(
+                "it has no `{DENSE}` vectors, EMBEDDING_DIMENSIONS is {wanted}"
+            )),
+            _ => {}
+        }
+        if differences.is_empty() {
+            return Ok(());
+        }
+        Err(StoreError::Layout(format!(
+            "the Qdrant collection `{}` does not match the settings: {}; use another QDRANT_COLLECTION, or delete it and run `lectern ingest` again",
+            self.collection,
+            differences.join("; ")
+        )))
+    }
+}
+
+/// Whether `url` answers like Qdrant's REST API (its root names Qdrant), which a gRPC
+/// client cannot speak to.
+async fn answers_rest(url: &str) -> bool {
+    let Ok(client) = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(1))
+        .build()
+    else {
+        return false;
+    };
+    match client.get(url).send().await {
+        Ok(response) => response
+            .text()
+            .await
+            .is_ok_and(|body| body.to_ascii_lowercase().contains("qdrant")),
+        Err(_) => false,
     }
 }
 

@@ -77,6 +77,9 @@ pub enum StoreError {
     Locked(PathBuf),
     #[error("the vector store task failed: {0}")]
     Task(String),
+    /// The collection there cannot serve these settings: retrying will not help.
+    #[error("{0}")]
+    Layout(String),
 }
 
 #[async_trait::async_trait]

@@ -655,27 +655,41 @@ async fn the_embedded_store_conforms_and_is_locked_to_one_process() {
     ));
 }
 
-/// Runs only against a real Qdrant server: `TEST_QDRANT_URL=http://localhost:6334`
-/// (and `TEST_QDRANT_API_KEY` for Qdrant Cloud). CI has none, so there it prints a notice.
+/// The same conformance against a real Qdrant server (`crate::qdrant`).
 #[tokio::test]
 async fn a_qdrant_server_conforms_too() {
-    let Ok(url) = std::env::var("TEST_QDRANT_URL") else {
-        eprintln!(
-            "notice: TEST_QDRANT_URL is not set; the Qdrant server conformance test is skipped"
-        );
+    let Some(server) = crate::qdrant::server() else {
         return;
     };
-    let service = lectern::config::RemoteService {
-        url,
-        api_key: std::env::var("TEST_QDRANT_API_KEY")
-            .ok()
-            .map(lectern::config::Secret::new),
-    };
-    let collection = format!("lectern_test_{}", uuid::Uuid::now_v7().simple());
-    let retriever = lectern::retrieval::Retriever::remote(&service, &collection, None, 1)
-        .await
-        .unwrap();
+    let service = crate::qdrant::service(&server.grpc);
+    let retriever =
+        lectern::retrieval::Retriever::remote(&service, &crate::qdrant::collection(), None, 1)
+            .await
+            .unwrap();
     store_conformance(&retriever).await;
+}
+
+/// Chat retrieves from a Qdrant server as it does from the embedded store, BM25 and
+/// hybrid, the corpus indexed there on first start.
+#[tokio::test]
+async fn known_questions_retrieve_their_sources_from_a_qdrant_server() {
+    let Some(server) = crate::qdrant::server() else {
+        return;
+    };
+    let fake = FakeLlm::start(Mode::Fail(500)).await;
+    for hybrid in [false, true] {
+        let collection = crate::qdrant::collection();
+        let mut pairs = vec![
+            ("QDRANT_URL", server.grpc.clone()),
+            ("QDRANT_COLLECTION", collection),
+        ];
+        if hybrid {
+            pairs.extend(fake.embedding_settings());
+        }
+        let app = spawn_app(Backend::Sqlite, &settings(&pairs)).await.unwrap();
+        assert_known_questions_find_their_sources(&app).await;
+        app.shutdown().await;
+    }
 }
 
 #[test]

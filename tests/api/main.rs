@@ -14,6 +14,7 @@ mod hostile;
 mod internet;
 mod pg;
 mod proxy;
+mod qdrant;
 mod reliability;
 mod security;
 mod sites;
