@@ -64,6 +64,67 @@ pub async fn open_retriever(settings: &Settings) -> anyhow::Result<retrieval::Re
     }
 }
 
+/// The store `serve` uses. A Qdrant server is connected lazily, as the database is: the
+/// server starts and serves while Qdrant is down (chat answers `UPSTREAM_UNAVAILABLE`,
+/// health says so) and sets the collection up when it answers. A collection that is there
+/// but does not fit the settings stops start-up.
+async fn retriever_for_serving(settings: &Settings) -> anyhow::Result<retrieval::Retriever> {
+    let Some(service) = &settings.qdrant else {
+        return open_retriever(settings).await;
+    };
+    let dense = settings.embedding.clone().map(|(service, dims)| {
+        let sides = settings.retrieval.embedding_sides.clone();
+        (retrieval::embed::DenseEmbedder::new(service, sides), dims)
+    });
+    let retriever = retrieval::Retriever::remote_lazy(
+        service,
+        &settings.qdrant_collection,
+        dense,
+        settings.retrieval.sources_per_page,
+    )
+    .context("QDRANT_URL cannot be used")?;
+    match retriever.probe().await {
+        Ok(()) => {}
+        Err(retrieval::RetrievalError::Store(retrieval::store::StoreError::Layout(line))) => {
+            anyhow::bail!(line)
+        }
+        Err(e) => tracing::warn!(
+            error = %e,
+            "the Qdrant server at QDRANT_URL does not answer yet; serving without it, and setting the collection up when it answers"
+        ),
+    }
+    Ok(retriever)
+}
+
+/// Waits for Qdrant to answer, then indexes the corpus if the collection is empty.
+async fn index_corpus_when_qdrant_answers(
+    retriever: Arc<retrieval::Retriever>,
+    corpus: std::path::PathBuf,
+) {
+    while retriever.probe().await.is_err() {
+        tokio::time::sleep(QDRANT_PROBE_DOWN).await;
+    }
+    index_corpus_on_first_start(&retriever, &corpus).await;
+}
+
+/// How often Qdrant is probed while it does not answer, and while it does.
+const QDRANT_PROBE_DOWN: Duration = Duration::from_secs(1);
+const QDRANT_PROBE_UP: Duration = Duration::from_secs(5);
+
+/// Keeps `vectorStore` health current in both directions while the server runs.
+async fn probe_qdrant(retriever: Arc<retrieval::Retriever>, stop: CancellationToken) {
+    loop {
+        let wait = match retriever.probe().await {
+            Ok(()) => QDRANT_PROBE_UP,
+            Err(_) => QDRANT_PROBE_DOWN,
+        };
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
 /// Indexes the bundled corpus when the store is empty, so chat answers from the first
 /// start. A missing corpus or a failure is logged, not fatal: chat then answers that it
 /// found nothing until `lectern ingest` is run.
@@ -138,8 +199,15 @@ impl Application {
                 &settings.better_auth_cookie_prefix,
             ))
         });
-        let retriever = Arc::new(open_retriever(&settings).await?);
-        index_corpus_on_first_start(&retriever, &settings.corpus_dir).await;
+        let retriever = Arc::new(retriever_for_serving(&settings).await?);
+        if retriever.healthy() {
+            index_corpus_on_first_start(&retriever, &settings.corpus_dir).await;
+        } else {
+            tokio::spawn(index_corpus_when_qdrant_answers(
+                retriever.clone(),
+                settings.corpus_dir.clone(),
+            ));
+        }
         let generator = Arc::new(llm::Generator::new(
             settings.llm.clone().map(llm::openai::ChatModel::new),
         ));
@@ -225,6 +293,12 @@ impl Application {
         let stopping = self.state.stopping.clone();
         let supervisor_stop = CancellationToken::new();
         let supervisor = tokio::spawn(self.state.db.clone().supervise(supervisor_stop.clone()));
+        if self.state.settings.qdrant.is_some() {
+            tokio::spawn(probe_qdrant(
+                self.state.chat.retriever.clone(),
+                supervisor_stop.clone(),
+            ));
+        }
         let replayer = tokio::spawn(self.state.chat.journal.clone().run(
             self.state.db.clone(),
             self.state.chat.history_limit,

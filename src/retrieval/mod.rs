@@ -200,7 +200,7 @@ pub struct Retriever {
     sources_per_page: usize,
     /// Held while the process uses an embedded store: a second process cannot open it.
     _lock: Option<File>,
-    /// Whether the last search succeeded (for `health`).
+    /// Whether the last search or probe succeeded (for `health`).
     last_search_ok: AtomicBool,
     /// The number of passages and when it was read: the scale of BM25 scores.
     passages: std::sync::Mutex<Option<(std::time::Instant, usize)>>,
@@ -224,7 +224,20 @@ impl Retriever {
         Self::with_store(Arc::new(store), dense, sources_per_page, Some(lock))
     }
 
-    /// A Qdrant server or Qdrant Cloud collection, created on first use.
+    /// A Qdrant server or Qdrant Cloud collection, connected lazily: nothing is reached
+    /// until the first call (or [`Retriever::probe`]), which sets the collection up.
+    pub fn remote_lazy(
+        service: &crate::config::RemoteService,
+        collection: &str,
+        dense: Option<(DenseEmbedder, usize)>,
+        sources_per_page: usize,
+    ) -> Result<Self, RetrievalError> {
+        let (dense, dims) = split(dense);
+        let store = remote::RemoteStore::lazy(service, collection, dims)?;
+        Self::with_store(Arc::new(store), dense, sources_per_page, None)
+    }
+
+    /// A Qdrant server or Qdrant Cloud collection, set up now.
     pub async fn remote(
         service: &crate::config::RemoteService,
         collection: &str,
@@ -279,9 +292,18 @@ impl Retriever {
         found
     }
 
-    /// Whether the last search succeeded.
+    /// Whether the last search or probe succeeded.
     pub fn healthy(&self) -> bool {
         self.last_search_ok.load(Ordering::Relaxed)
+    }
+
+    /// Asks the store whether it answers (setting a remote collection up if that has
+    /// not been done yet); `healthy` follows the answer.
+    pub async fn probe(&self) -> Result<(), RetrievalError> {
+        let answered = self.store.probe().await;
+        self.last_search_ok
+            .store(answered.is_ok(), Ordering::Relaxed);
+        Ok(answered?)
     }
 
     async fn search_unrecorded(

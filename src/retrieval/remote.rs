@@ -29,6 +29,12 @@ const PREFETCH: u64 = 40;
 pub struct RemoteStore {
     client: Qdrant,
     collection: String,
+    /// `EMBEDDING_DIMENSIONS`, the size of the `dense` vectors the collection must have.
+    dense_dims: Option<usize>,
+    /// Set once the collection is set up: until then every call tries again, so a
+    /// server that starts while Qdrant is down serves as soon as it is up.
+    ready: tokio::sync::OnceCell<()>,
+    service_url: String,
 }
 
 fn remote(e: impl std::fmt::Display) -> StoreError {
@@ -36,8 +42,9 @@ fn remote(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl RemoteStore {
-    /// Connects, and creates the collection or checks the one that is there.
-    pub async fn open(
+    /// A client for the collection, connecting to nothing yet: the collection is set up
+    /// (created, or checked) by the first call that reaches Qdrant.
+    pub fn lazy(
         service: &RemoteService,
         collection: &str,
         dense_dims: Option<usize>,
@@ -49,20 +56,42 @@ impl RemoteStore {
             .skip_compatibility_check()
             .build()
             .map_err(remote)?;
-        let store = Self {
+        Ok(Self {
             client,
             collection: collection.to_owned(),
-        };
-        match store.set_up(dense_dims).await {
-            Ok(()) => Ok(store),
-            Err(StoreError::Engine(e)) if answers_rest(&service.url).await => {
-                Err(StoreError::Engine(format!(
-                    "QDRANT_URL {} is Qdrant's REST port; Lectern speaks gRPC: use the gRPC port (6334 by default) ({e})",
-                    service.url
-                )))
-            }
-            Err(e) => Err(e),
-        }
+            dense_dims,
+            ready: tokio::sync::OnceCell::new(),
+            service_url: service.url.clone(),
+        })
+    }
+
+    /// Connects and sets the collection up now.
+    pub async fn open(
+        service: &RemoteService,
+        collection: &str,
+        dense_dims: Option<usize>,
+    ) -> Result<Self, StoreError> {
+        let store = Self::lazy(service, collection, dense_dims)?;
+        store.ready().await?;
+        Ok(store)
+    }
+
+    /// Sets the collection up if that has not been done yet.
+    pub async fn ready(&self) -> Result<(), StoreError> {
+        self.ready
+            .get_or_try_init(|| async {
+                match self.set_up(self.dense_dims).await {
+                    Err(StoreError::Engine(e)) if answers_rest(&self.service_url).await => {
+                        Err(StoreError::Engine(format!(
+                            "QDRANT_URL {} is Qdrant's REST port; Lectern speaks gRPC: use the gRPC port (6334 by default) ({e})",
+                            self.service_url
+                        )))
+                    }
+                    set_up => set_up,
+                }
+            })
+            .await
+            .map(|_| ())
     }
 
     async fn set_up(&self, dense_dims: Option<usize>) -> Result<(), StoreError> {
@@ -190,6 +219,7 @@ fn sparse_input(v: &qdrant_edge::SparseVector) -> VectorInput {
 #[async_trait::async_trait]
 impl VectorStore for RemoteStore {
     async fn upsert(&self, points: Vec<Point>) -> Result<(), StoreError> {
+        self.ready().await?;
         let points: Vec<PointStruct> = points
             .into_iter()
             .map(|p| {
@@ -215,6 +245,7 @@ impl VectorStore for RemoteStore {
     }
 
     async fn delete_file(&self, root: &str, path: &str) -> Result<(), StoreError> {
+        self.ready().await?;
         self.client
             .delete_points(
                 DeletePointsBuilder::new(&self.collection)
@@ -230,6 +261,7 @@ impl VectorStore for RemoteStore {
     }
 
     async fn files(&self, root: &str) -> Result<HashMap<String, String>, StoreError> {
+        self.ready().await?;
         let mut files = HashMap::new();
         let mut offset: Option<PointId> = None;
         loop {
@@ -255,6 +287,7 @@ impl VectorStore for RemoteStore {
     }
 
     async fn search(&self, query: QueryVectors, limit: usize) -> Result<Vec<Hit>, StoreError> {
+        self.ready().await?;
         let request = match &query.dense {
             Some(dense) => QueryPointsBuilder::new(&self.collection)
                 .add_prefetch(
@@ -291,7 +324,14 @@ impl VectorStore for RemoteStore {
             .collect())
     }
 
+    async fn probe(&self) -> Result<(), StoreError> {
+        self.ready().await?;
+        self.client.health_check().await.map_err(remote)?;
+        Ok(())
+    }
+
     async fn count(&self) -> Result<usize, StoreError> {
+        self.ready().await?;
         let response = self
             .client
             .count(CountPointsBuilder::new(&self.collection).exact(true))

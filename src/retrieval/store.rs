@@ -91,6 +91,10 @@ pub trait VectorStore: Send + Sync {
     async fn files(&self, root: &str) -> Result<HashMap<String, String>, StoreError>;
     async fn search(&self, query: QueryVectors, limit: usize) -> Result<Vec<Hit>, StoreError>;
     async fn count(&self) -> Result<usize, StoreError>;
+    /// Whether the store answers (and is set up); the embedded one always does.
+    async fn probe(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// The embedded Qdrant engine. Synchronous underneath, so every call runs on the blocking

@@ -12,6 +12,9 @@ use lectern::config::RemoteService;
 use lectern::retrieval::remote::RemoteStore;
 use lectern::retrieval::store::StoreError;
 
+use serde_json::json;
+
+use crate::helpers::{Backend, error_codes, eventually, spawn_app};
 use crate::pg::free_port;
 
 const RUN_QDRANT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/qdrant/run-qdrant");
@@ -171,4 +174,73 @@ async fn the_rest_port_is_named_as_such() {
         )),
         "{error}"
     );
+}
+
+/// A Qdrant server run by one test, stopped when it ends (its storage removed after).
+struct OwnServer {
+    process: std::process::Child,
+    _storage: tempfile::TempDir,
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// `lectern serve` starts and serves while Qdrant is down: chat answers
+/// `UPSTREAM_UNAVAILABLE` and health says so. When Qdrant comes up, the server sets the
+/// collection up, indexes its corpus and answers, without a restart.
+#[tokio::test]
+async fn the_server_serves_while_qdrant_is_down_and_recovers_by_itself() {
+    if server().is_none() || !std::path::Path::new(RUN_QDRANT).exists() {
+        return;
+    }
+    let (grpc, rest) = (free_port(), free_port());
+    let url = format!("http://127.0.0.1:{grpc}");
+    let collection = collection();
+    let app = spawn_app(
+        Backend::Sqlite,
+        &[
+            ("QDRANT_URL", url.as_str()),
+            ("QDRANT_COLLECTION", collection.as_str()),
+            ("QDRANT_TIMEOUT_MS", "500"),
+        ],
+    )
+    .await
+    .expect("the server starts without Qdrant");
+    let ask = || {
+        app.graphql(
+            "mutation { chat(input: {message: \"What causes neap tides?\"}) { sources { path } } }",
+            json!({}),
+        )
+    };
+    let vector_store = || async {
+        app.graphql("{ health { vectorStore } }", json!({})).await["data"]["health"]["vectorStore"]
+            .clone()
+    };
+    assert_eq!(error_codes(&ask().await), ["UPSTREAM_UNAVAILABLE"]);
+    assert_eq!(vector_store().await, "DOWN");
+
+    let storage = tempfile::tempdir().unwrap();
+    let _qdrant = OwnServer {
+        process: Command::new(RUN_QDRANT)
+            .args([grpc.to_string(), rest.to_string()])
+            .arg(storage.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run-qdrant starts"),
+        _storage: storage,
+    };
+    let recovered = eventually(Duration::from_secs(90), || async {
+        vector_store().await == "UP"
+            && ask().await["data"]["chat"]["sources"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|s| s["path"] == "tides.html"))
+    })
+    .await;
+    assert!(recovered, "answers from Qdrant once it is up");
+    app.shutdown().await;
 }
