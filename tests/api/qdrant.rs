@@ -244,3 +244,79 @@ async fn the_server_serves_while_qdrant_is_down_and_recovers_by_itself() {
     assert!(recovered, "answers from Qdrant once it is up");
     app.shutdown().await;
 }
+
+/// A Qdrant that hangs (SIGSTOP) costs a chat at most `QDRANT_TIMEOUT_MS` per call, not
+/// the client library's default 5 s retried: the chat answers `UPSTREAM_UNAVAILABLE`
+/// well within a reader's patience, and answers again once Qdrant resumes.
+#[tokio::test]
+async fn a_hung_qdrant_costs_a_chat_its_deadline_only() {
+    if server().is_none() || !std::path::Path::new(RUN_QDRANT).exists() {
+        return;
+    }
+    let (grpc, rest) = (free_port(), free_port());
+    let storage = tempfile::tempdir().unwrap();
+    let qdrant = OwnServer {
+        process: Command::new(RUN_QDRANT)
+            .args([grpc.to_string(), rest.to_string()])
+            .arg(storage.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run-qdrant starts"),
+        _storage: storage,
+    };
+    let ready = format!("http://127.0.0.1:{rest}/readyz");
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            reqwest::get(&ready).await.is_ok_and(|r| r.status() == 200)
+        })
+        .await
+    );
+    let url = format!("http://127.0.0.1:{grpc}");
+    let collection = collection();
+    let app = spawn_app(
+        Backend::Sqlite,
+        &[
+            ("QDRANT_URL", url.as_str()),
+            ("QDRANT_COLLECTION", collection.as_str()),
+            ("QDRANT_TIMEOUT_MS", "300"),
+        ],
+    )
+    .await
+    .unwrap();
+    let ask = |within: Duration| {
+        let client = reqwest::Client::builder().timeout(within).build().unwrap();
+        let url = app.url("/graphql");
+        async move {
+            client
+                .post(url)
+                .json(&json!({ "query": "mutation { chat(input: {message: \"What causes neap tides?\"}) { answer } }" }))
+                .send()
+                .await
+                .expect("answered before the client gave up")
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let before = ask(Duration::from_secs(30)).await;
+    assert!(before["errors"].is_null(), "{before}");
+
+    let pid = qdrant.process.id().to_string();
+    let signal = |name: &str| {
+        let status = Command::new("kill").args([name, &pid]).status().unwrap();
+        assert!(status.success());
+    };
+    signal("-STOP");
+    let hung = ask(Duration::from_secs(5)).await;
+    signal("-CONT");
+    assert_eq!(error_codes(&hung), ["UPSTREAM_UNAVAILABLE"], "{hung}");
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            ask(Duration::from_secs(30)).await["errors"].is_null()
+        })
+        .await,
+        "answers again once Qdrant resumes"
+    );
+    app.shutdown().await;
+}
