@@ -26,7 +26,8 @@ TARGET=${CARGO_TARGET_DIR:-target}
 scenarios=("$@")
 [ ${#scenarios[@]} -eq 0 ] && scenarios=(history saturation login chat down)
 
-cargo build --release -q -p lectern -p lectern-bench
+# BENCH_SKIP_BUILD=1 measures the binaries already built (an earlier commit's, say).
+[ "${BENCH_SKIP_BUILD:-}" = 1 ] || cargo build --release -q -p lectern -p lectern-bench
 
 bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 [ -x "$bindir/initdb" ] || bindir=$(pg_config --bindir)
@@ -94,10 +95,13 @@ if [ "$readers" -lt "$READERS" ]; then
 fi
 
 peak_rss() { awk '/VmHWM/ {printf "%.0f MiB", $2/1024}' "/proc/$server_pid/status"; }
+# The server's CPU time so far (user + system), in seconds.
+cpu() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$server_pid/stat"; }
 rss() { awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' "/proc/$server_pid/status"; }
 for scenario in "${scenarios[@]}"; do
   if [ "$scenario" = down ]; then pg_stop; sleep 3; fi
   echo "server RSS before $scenario: $(rss)"
+  cpu_before=$(cpu)
   probes=()
   if [ "$scenario" = hostile ] || [ "$scenario" = healthz ]; then
     # Beside goose's own /healthz readers: a light reader of each port, from 5 s in.
@@ -111,6 +115,6 @@ for scenario in "${scenarios[@]}"; do
   fi
   "$TARGET/release/lectern-bench" "$scenario"
   [ ${#probes[@]} -eq 0 ] || wait "${probes[@]}"
-  echo "server RSS after $scenario: $(rss); peak so far: $(peak_rss)"
+  echo "server RSS after $scenario: $(rss); peak so far: $(peak_rss); server CPU during it: $(awk -v a="$cpu_before" -v b="$(cpu)" 'BEGIN {printf "%.2f s", b - a}')"
   if [ "$scenario" = down ]; then pg_start; fi
 done

@@ -578,7 +578,7 @@ impl Limits {
             )?,
             admission_per_ip: count(
                 "GRAPHQL_ADMISSION_PER_IP",
-                4,
+                0,
                 0..=100_000,
                 "an integer from 0 (off) to 100000",
             )?,

@@ -23,6 +23,7 @@ pub mod history;
 pub mod http;
 pub mod llm;
 pub mod metering;
+pub mod replicas;
 pub mod retrieval;
 pub mod telemetry;
 
@@ -188,7 +189,8 @@ impl Application {
                 settings.auth_rate_limit_per_ip,
                 settings.auth_rate_limit_per_email,
                 &jwt_secret,
-            ),
+            )
+            .shared(replicas::SharedCounter::for_database(&db)),
             sessions: auth::SessionEvents::default(),
             reuse_grace: settings.limits.refresh_reuse_grace,
             require_email_verification: settings.require_email_verification,
@@ -218,6 +220,7 @@ impl Application {
                 .llm
                 .as_ref()
                 .map(|_| settings.limits.model_concurrency),
+            replicas::SharedCounter::for_database(&db),
         );
         let chat = Arc::new(chat::ChatService {
             retriever,
@@ -232,6 +235,7 @@ impl Application {
                 settings.limits.turn_retention,
                 settings.limits.turn_registry_max,
             ),
+            finished: replicas::FinishedTurns::for_database(&db, settings.limits.turn_retention),
         });
         let admission = http::admission::Admission::new(settings.limits.admission_per_ip);
         let settings = Arc::new(settings);
@@ -259,6 +263,7 @@ impl Application {
                 stopping: CancellationToken::new(),
                 ws_connections: http::ws::ConnectionCounts::default(),
                 admission: admission.map(Arc::new),
+                documents: Arc::default(),
                 websockets: tokio_util::task::TaskTracker::new(),
             },
         })
@@ -296,6 +301,18 @@ impl Application {
         if self.state.settings.qdrant.is_some() {
             tokio::spawn(probe_qdrant(
                 self.state.chat.retriever.clone(),
+                supervisor_stop.clone(),
+            ));
+        }
+        if self.state.db.kind() == DatabaseKind::Postgres {
+            tokio::spawn(replicas::listen_for_ended_sessions(
+                self.state.settings.database.url.clone(),
+                self.state.auth.sessions.clone(),
+                supervisor_stop.clone(),
+            ));
+            tokio::spawn(replicas::janitor(
+                self.state.db.clone(),
+                self.state.settings.limits.turn_retention,
                 supervisor_stop.clone(),
             ));
         }

@@ -8,6 +8,7 @@ mod m20261122_000001_accounts;
 mod m20261122_000002_history;
 mod m20261123_000003_turn_ids;
 mod m20261202_000004_unanswered;
+mod m20261202_000005_replicas;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000002_history::Migration),
             Box::new(m20261123_000003_turn_ids::Migration),
             Box::new(m20261202_000004_unanswered::Migration),
+            Box::new(m20261202_000005_replicas::Migration),
         ]
     }
 }

@@ -79,8 +79,9 @@ pub struct AuthService {
     pub require_email_verification: bool,
 }
 
-/// Sessions ended by this process (logout, refresh-token reuse), announced by
-/// [`SessionRef::key`] so that the WebSocket connections riding on them close at once.
+/// Sessions that ended, announced by session id so that the WebSocket connections riding
+/// on them close at once: by this process (logout, refresh-token reuse) and, on
+/// PostgreSQL, by any replica or Better Auth ([`crate::replicas`]).
 #[derive(Clone)]
 pub struct SessionEvents(tokio::sync::broadcast::Sender<String>);
 
@@ -133,6 +134,7 @@ impl AuthService {
         let name = DisplayName::parse(name).map_err(AuthError::InvalidInput)?;
         self.limits
             .check(client.ip, email.as_str(), None)
+            .await
             .map_err(AuthError::RateLimited)?;
         // Saves a hash for the common case; the unique constraint below still decides.
         if find_user_by_email(conn, &email).await?.is_some() {
@@ -207,6 +209,7 @@ impl AuthService {
         }
         self.limits
             .check(client.ip, email.as_str(), device)
+            .await
             .map_err(AuthError::RateLimited)?;
 
         let found = find_user_by_email(conn, &email).await?;
@@ -412,8 +415,11 @@ impl AuthService {
     }
 }
 
-/// Ends a session. Returns whether there was one to end.
-pub async fn logout(conn: &DatabaseConnection, session: &SessionRef) -> Result<bool, DbErr> {
+/// Ends a session. Returns the id of the session it ended, if there was one.
+pub async fn logout(
+    conn: &DatabaseConnection,
+    session: &SessionRef,
+) -> Result<Option<String>, DbErr> {
     let query = session::Entity::delete_many();
     let query = match session {
         SessionRef::Id { id, user_id } => query
@@ -421,14 +427,28 @@ pub async fn logout(conn: &DatabaseConnection, session: &SessionRef) -> Result<b
             .filter(session::Column::UserId.eq(user_id)),
         SessionRef::BetterAuthToken(token) => query.filter(session::Column::Token.eq(token)),
     };
-    let deleted = query.exec(conn).await?.rows_affected > 0;
-    if deleted {
+    let ended = query.exec_with_returning(conn).await?.pop().map(|s| s.id);
+    if ended.is_some() {
         match session {
             SessionRef::Id { user_id, .. } => tracing::info!(user_id, "logged out"),
             SessionRef::BetterAuthToken(_) => tracing::info!("logged out of a Better Auth session"),
         }
     }
-    Ok(deleted)
+    Ok(ended)
+}
+
+/// The id of a live session, if it is one.
+pub async fn live_session_id(
+    conn: &DatabaseConnection,
+    session: &SessionRef,
+) -> Result<Option<String>, DbErr> {
+    session
+        .live()
+        .select_only()
+        .column(session::Column::Id)
+        .into_tuple::<String>()
+        .one(conn)
+        .await
 }
 
 /// A session as a request names it: by id (our access tokens) or by Better Auth token.
@@ -448,14 +468,6 @@ impl SessionRef {
             }),
             viewer::Viewer::BetterAuth(token) => Some(SessionRef::BetterAuthToken(token.clone())),
             viewer::Viewer::Anonymous | viewer::Viewer::Rejected => None,
-        }
-    }
-
-    /// What [`SessionEvents`] announces when this session ends.
-    pub fn key(&self) -> String {
-        match self {
-            SessionRef::Id { id, .. } => id.clone(),
-            SessionRef::BetterAuthToken(token) => token.clone(),
         }
     }
 

@@ -9,7 +9,12 @@
 //! attempts that present a valid one are counted in a bucket of that device's own.
 //! Attempts without one share the account's "untrusted clients" bucket, which is all a
 //! stranger can exhaust.
+//!
+//! On PostgreSQL every limit is counted in the database instead, once for all replicas
+//! ([`crate::replicas::SharedCounter`]); the in-memory count is what each replica falls
+//! back to while the database does not answer.
 
+use std::fmt::Display;
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -25,6 +30,7 @@ use hmac::{KeyInit as _, Mac as _};
 use sha2::{Digest as _, Sha256};
 
 use crate::config::Secret;
+use crate::replicas::SharedCounter;
 
 /// The window the configured sign-in counts refer to.
 pub const WINDOW: Duration = Duration::from_secs(10);
@@ -35,17 +41,41 @@ const RETAIN_EVERY: u32 = 4096;
 pub struct Limiter<K: Hash + Eq + Clone> {
     limiter: DefaultKeyedRateLimiter<K>,
     checks: AtomicU32,
+    /// What is limited, as the shared counter's keys are scoped (`auth-ip`, …).
+    scope: &'static str,
+    count: u32,
+    window: Duration,
 }
 
-impl<K: Hash + Eq + Clone> Limiter<K> {
+impl<K: Hash + Eq + Clone + Display> Limiter<K> {
     /// `None` when `count` is 0 (limit off).
-    pub fn new(count: u32, window: Duration) -> Option<Self> {
+    pub fn new(scope: &'static str, count: u32, window: Duration) -> Option<Self> {
         let burst = NonZeroU32::new(count)?;
         let quota = Quota::with_period(window / count)?.allow_burst(burst);
         Some(Self {
             limiter: DefaultKeyedRateLimiter::keyed(quota),
             checks: AtomicU32::new(0),
+            scope,
+            count,
+            window,
         })
+    }
+
+    /// Counts one event in PostgreSQL when `shared` is given and it answers in time,
+    /// otherwise here; `Err(wait)` when the caller must wait that long first.
+    pub async fn check_shared(
+        &self,
+        shared: Option<&SharedCounter>,
+        key: &K,
+    ) -> Result<(), Duration> {
+        if let Some(shared) = shared
+            && let Some(verdict) = shared
+                .check(self.scope, &key.to_string(), self.count, self.window)
+                .await
+        {
+            return verdict;
+        }
+        self.check(key)
     }
 
     /// Counts one event; `Err(wait)` when the caller must wait that long first.
@@ -72,39 +102,57 @@ enum AccountKey {
     Device(String),
 }
 
+impl Display for AccountKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AccountKey::Untrusted(email) => write!(f, "untrusted:{email}"),
+            AccountKey::Device(id) => write!(f, "device:{id}"),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct AuthRateLimits {
     per_ip: Option<Arc<Limiter<IpAddr>>>,
     per_account: Option<Arc<Limiter<AccountKey>>>,
     devices: DeviceTokens,
+    shared: Option<SharedCounter>,
 }
 
 impl AuthRateLimits {
     pub fn new(per_ip: u32, per_email: u32, secret: &Secret) -> Self {
         Self {
-            per_ip: Limiter::new(per_ip, WINDOW).map(Arc::new),
-            per_account: Limiter::new(per_email, WINDOW).map(Arc::new),
+            per_ip: Limiter::new("auth-ip", per_ip, WINDOW).map(Arc::new),
+            per_account: Limiter::new("auth-account", per_email, WINDOW).map(Arc::new),
             devices: DeviceTokens::new(secret),
+            shared: None,
         }
+    }
+
+    /// Counts in PostgreSQL through `shared` (once for all replicas) when given.
+    pub fn shared(mut self, shared: Option<SharedCounter>) -> Self {
+        self.shared = shared;
+        self
     }
 
     /// Counts one attempt on `email` from `ip`, with the device token the client sent;
     /// `Err(wait)` when the caller must wait that long first.
-    pub fn check(
+    pub async fn check(
         &self,
         ip: Option<IpAddr>,
         email: &str,
         device: Option<&str>,
     ) -> Result<(), Duration> {
+        let shared = self.shared.as_ref();
         if let (Some(limiter), Some(ip)) = (&self.per_ip, ip) {
-            limiter.check(&ip)?;
+            limiter.check_shared(shared, &ip).await?;
         }
         if let Some(limiter) = &self.per_account {
             let key = match device.and_then(|token| self.devices.verify(token, email)) {
                 Some(device) => AccountKey::Device(device),
                 None => AccountKey::Untrusted(email.to_owned()),
             };
-            limiter.check(&key)?;
+            limiter.check_shared(shared, &key).await?;
         }
         Ok(())
     }
@@ -172,31 +220,32 @@ mod tests {
         )
     }
 
-    #[test]
-    fn the_fourth_attempt_within_the_window_waits() {
+    #[tokio::test]
+    async fn the_fourth_attempt_within_the_window_waits() {
         let limits = limits(0, 3);
         for _ in 0..3 {
-            assert!(limits.check(None, "a@example.com", None).is_ok());
+            assert!(limits.check(None, "a@example.com", None).await.is_ok());
         }
-        let wait = limits.check(None, "a@example.com", None).unwrap_err();
+        let wait = limits.check(None, "a@example.com", None).await.unwrap_err();
         assert!(wait > Duration::ZERO && wait <= WINDOW, "{wait:?}");
         assert!(
-            limits.check(None, "b@example.com", None).is_ok(),
+            limits.check(None, "b@example.com", None).await.is_ok(),
             "per email"
         );
     }
 
-    #[test]
-    fn a_known_device_is_not_locked_out_by_strangers() {
+    #[tokio::test]
+    async fn a_known_device_is_not_locked_out_by_strangers() {
         let limits = limits(0, 3);
         let device = limits.device_token("owner@example.com");
         for _ in 0..3 {
-            let _ = limits.check(None, "owner@example.com", None);
+            let _ = limits.check(None, "owner@example.com", None).await;
         }
-        assert!(limits.check(None, "owner@example.com", None).is_err());
+        assert!(limits.check(None, "owner@example.com", None).await.is_err());
         assert!(
             limits
                 .check(None, "owner@example.com", Some(&device))
+                .await
                 .is_ok()
         );
         // A token for another account, or a forged one, is a stranger's.
@@ -204,23 +253,26 @@ mod tests {
         assert!(
             limits
                 .check(None, "owner@example.com", Some(&other))
+                .await
                 .is_err()
         );
         let forged = format!("{}.AAAA", device.split_once('.').unwrap().0);
         assert!(
             limits
                 .check(None, "owner@example.com", Some(&forged))
+                .await
                 .is_err()
         );
     }
 
-    #[test]
-    fn zero_turns_a_limit_off() {
+    #[tokio::test]
+    async fn zero_turns_a_limit_off() {
         let limits = limits(0, 0);
         for _ in 0..100 {
             assert!(
                 limits
                     .check(Some([127, 0, 0, 1].into()), "a@example.com", None)
+                    .await
                     .is_ok()
             );
         }

@@ -20,6 +20,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 
 use crate::auth::rate_limit::Limiter;
+use crate::replicas::{FinishedTurns, SharedCounter};
 
 use crate::db::{Database, RunError};
 use crate::entities::conversation;
@@ -237,6 +238,8 @@ pub struct ChatService {
     pub turns: turns::TurnRegistry,
     /// Turns that wait for the database.
     pub journal: Arc<journal::Journal>,
+    /// On PostgreSQL: finished turns shared with the other replicas.
+    pub finished: Option<FinishedTurns>,
 }
 
 /// What one asker may cost: turns per minute per client address (anonymous readers) and
@@ -249,36 +252,47 @@ pub struct ChatQuotas {
     per_reader: Option<Limiter<String>>,
     /// `None` without a model: extractive answers cost next to nothing.
     model_calls: Option<Arc<Semaphore>>,
+    /// On PostgreSQL: the quotas counted once for all replicas.
+    shared: Option<SharedCounter>,
 }
 
 /// The window chat quotas are counted over.
 pub const QUOTA_WINDOW: Duration = Duration::from_secs(60);
 
 impl ChatQuotas {
-    pub fn new(per_ip: u32, per_reader: u32, model_calls: Option<u32>) -> Self {
+    /// `shared` counts the per-address and per-reader quotas in PostgreSQL; the cap on
+    /// model calls is each replica's own (it protects this process and its model quota).
+    pub fn new(
+        per_ip: u32,
+        per_reader: u32,
+        model_calls: Option<u32>,
+        shared: Option<SharedCounter>,
+    ) -> Self {
         Self {
-            per_ip: Limiter::new(per_ip, QUOTA_WINDOW),
-            per_reader: Limiter::new(per_reader, QUOTA_WINDOW),
+            per_ip: Limiter::new("chat-ip", per_ip, QUOTA_WINDOW),
+            per_reader: Limiter::new("chat-reader", per_reader, QUOTA_WINDOW),
             model_calls: model_calls.map(|n| Arc::new(Semaphore::new(n as usize))),
+            shared,
         }
     }
 
     /// Counts a turn against its asker and reserves a model call; `Err(wait)` when the
     /// turn must not start. The permit is held until the turn ends.
-    pub fn admit(
+    pub async fn admit(
         &self,
         asker: &Asker,
         ip: Option<IpAddr>,
     ) -> Result<Option<OwnedSemaphorePermit>, Duration> {
+        let shared = self.shared.as_ref();
         match asker {
             Asker::Reader(user_id) => {
                 if let Some(limiter) = &self.per_reader {
-                    limiter.check(user_id)?;
+                    limiter.check_shared(shared, user_id).await?;
                 }
             }
             Asker::Anonymous | Asker::Unverified(_) => {
                 if let (Some(limiter), Some(ip)) = (&self.per_ip, ip) {
-                    limiter.check(&ip)?;
+                    limiter.check_shared(shared, &ip).await?;
                 }
             }
         }
@@ -312,11 +326,15 @@ impl ChatService {
         let writer = log.clone();
         self.tasks.spawn(tracing::Instrument::instrument(
             async move {
-                let _model_call = model_call;
                 // The log outlives any client: a turn whose client left carries on.
                 let send = |event: ChatEvent| writer.push(event);
                 if let Err(e) = service.run(&db, &writer.id, asker, request, &send).await {
                     send(ChatEvent::Failed(e));
+                }
+                // The model call ends with the turn, before it is shared.
+                drop(model_call);
+                if let Some(finished) = &service.finished {
+                    finished.save(&writer).await;
                 }
             },
             span,

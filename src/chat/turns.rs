@@ -49,6 +49,15 @@ impl TurnLog {
         }
     }
 
+    /// A log for a turn that ran elsewhere (another replica), to be filled with its
+    /// events.
+    pub fn finished(id: String, owner: Option<String>) -> Self {
+        Self {
+            id,
+            ..Self::new(owner)
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<ChatEvent>> {
         self.events.lock().unwrap_or_else(|e| e.into_inner())
     }

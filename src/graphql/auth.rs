@@ -161,16 +161,18 @@ impl AuthMutation {
     /// token is refused by every field that checks the session.
     async fn logout(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
         let session = current_session(ctx)?;
-        let key = session.key();
         let ended = with_database(
             ctx,
             |conn| async move { auth::logout(&conn, &session).await },
         )
         .await?;
-        if ended {
-            service(ctx)?.sessions.ended(key);
-        }
-        Ok(ended)
+        Ok(match ended {
+            Some(id) => {
+                service(ctx)?.sessions.ended(id);
+                true
+            }
+            None => false,
+        })
     }
 }
 

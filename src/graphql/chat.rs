@@ -195,6 +195,7 @@ async fn begin(ctx: &Context<'_>, input: ChatInput) -> Result<Turn, ApiError> {
     let model_call = service(ctx)?
         .quotas
         .admit(&asker, ip)
+        .await
         .map_err(ApiError::RateLimited)?;
     Ok(Turn {
         asker,
@@ -264,10 +265,16 @@ fn events(
 /// A kept turn by id, or `NOT_FOUND` (unknown, expired, or not an id at all), with
 /// whether the caller is its reader.
 async fn find_turn(ctx: &Context<'_>, turn_id: &ID) -> Result<(Arc<TurnLog>, bool), ApiError> {
-    let log = service(ctx)?
-        .turns
-        .get(turn_id.as_str())
-        .ok_or(ApiError::NotFound)?;
+    let service = service(ctx)?;
+    let log = match service.turns.get(turn_id.as_str()) {
+        Some(log) => log,
+        // Finished on another replica, perhaps.
+        None => match &service.finished {
+            Some(finished) => finished.load(turn_id.as_str()).await,
+            None => None,
+        }
+        .ok_or(ApiError::NotFound)?,
+    };
     let is_owner = match (&log.owner, viewer(ctx)) {
         (Some(owner), Viewer::Token(_) | Viewer::BetterAuth(_)) => {
             current_user_id(ctx).await.is_ok_and(|me| &me == owner)

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod chat;
+pub mod documents;
 pub mod error;
 pub mod guard;
 pub mod health;

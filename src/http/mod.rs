@@ -73,6 +73,8 @@ pub struct AppState {
     pub stopping: CancellationToken,
     /// Open WebSocket connections per client address.
     pub ws_connections: ws::ConnectionCounts,
+    /// Documents parsed and checked before, by their text.
+    pub documents: Arc<crate::graphql::documents::DocumentCache>,
     /// GraphQL requests of one client address read and checked at once (`None`: no
     /// bound).
     pub admission: Option<Arc<admission::Admission>>,
@@ -220,7 +222,7 @@ async fn graphql_handler(
         .data(viewer)
         .data(client)
         .data(SessionCheck::default());
-    if let Err(refused) = crate::graphql::limits::check(&mut request) {
+    if let Err(refused) = state.documents.prepare(&mut request) {
         let response = async_graphql::Response::from_errors(vec![refused]);
         crate::metering::record_request(None, &response, started.elapsed());
         return GraphQLResponse::from(response).into_response();

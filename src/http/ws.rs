@@ -12,7 +12,7 @@
 //! |---|---|
 //! | 4400 | a message that is not graphql-transport-ws (bad JSON, unknown type, binary) |
 //! | 4401 | `subscribe` before the connection was acknowledged |
-//! | 4403 | the access token expired, or the session was logged out or revoked |
+//! | 4403 | the access token expired, or the session was logged out or revoked (on PostgreSQL, on any replica or in Better Auth) |
 //! | 4406 | the client did not offer the `graphql-transport-ws` subprotocol |
 //! | 4408 | no `connection_init` within `WS_INIT_TIMEOUT_SECS` |
 //! | 4409 | `subscribe` with the id of a subscription still running |
@@ -46,9 +46,10 @@ use crate::graphql::auth::SessionCheck;
 use crate::graphql::error::ErrorCode;
 
 pub const PROTOCOL: &str = "graphql-transport-ws";
-/// How often a signed-in connection re-checks that its session is still live, for
-/// revocations made elsewhere (a Better Auth sign-out, another replica). A logout through
-/// this server closes its sockets at once.
+/// How often a signed-in connection re-checks that its session is still live. Ended
+/// sessions are announced at once (by this process, and on PostgreSQL by every replica
+/// and Better Auth through `LISTEN/NOTIFY`); the re-check covers announcements missed
+/// while the listener was reconnecting.
 const SESSION_RECHECK: Duration = Duration::from_secs(60);
 /// How long operations still running when the server stops may take to send their last
 /// events (their turns are already finished by then: shutdown waited for them).
@@ -164,6 +165,9 @@ struct Connection {
     /// select loop asks for it on every turn, and which session it is never changes
     /// (whether it is still live is what the checks find out).
     session: Option<SessionRef>,
+    /// That session's id, once known (at once for our tokens, after the first check for a
+    /// Better Auth token): ended sessions are announced by id.
+    session_id: Option<String>,
     running: HashMap<String, JoinHandle<()>>,
     outgoing: mpsc::Sender<Outgoing>,
 }
@@ -176,6 +180,7 @@ async fn serve(state: AppState, client: ClientInfo, socket: WebSocket) {
         client,
         credentials: None,
         session: None,
+        session_id: None,
         running: HashMap::new(),
         outgoing: outgoing_tx,
     };
@@ -245,11 +250,20 @@ async fn serve(state: AppState, client: ClientInfo, socket: WebSocket) {
             () = async { if let Some(expiry) = expiry.as_mut() { expiry.await } }, if expiry.is_some() => {
                 break Closing(4403, "Forbidden: the access token expired");
             }
-            Ok(key) = ended.recv() => {
-                if connection.session.as_ref().is_some_and(|s| s.key() == key) {
+            announced = ended.recv() => match announced {
+                Ok(id) if connection.session_id.as_deref() == Some(id.as_str()) => {
                     break Closing(4403, "Forbidden: the session ended");
                 }
-            }
+                Ok(_) => {}
+                // Announcements were missed: look the session up instead.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    if connection.session_ended().await {
+                        break Closing(4403, "Forbidden: the session ended");
+                    }
+                }
+                // The sender lives as long as the server.
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break Closing(1001, "the server is restarting"),
+            },
             _ = recheck.tick(), if connection.session.is_some() => {
                 if connection.session_ended().await {
                     break Closing(4403, "Forbidden: the session ended");
@@ -284,6 +298,9 @@ impl Connection {
                 self.credentials = Some(credentials);
                 let viewer = self.viewer();
                 self.session = SessionRef::of(&viewer);
+                if let Some(SessionRef::Id { id, .. }) = &self.session {
+                    self.session_id = Some(id.clone());
+                }
                 match viewer {
                     Viewer::Rejected => Err(Closing(4403, "Forbidden: invalid credentials")),
                     _ if self.session_ended().await => {
@@ -343,7 +360,7 @@ impl Connection {
             .data(self.viewer())
             .data(self.client.clone())
             .data(SessionCheck::default());
-        if let Err(error) = crate::graphql::limits::check(&mut request) {
+        if let Err(error) = self.state.documents.prepare(&mut request) {
             return Some(json!({ "id": id, "type": "error", "payload": [error] }));
         }
         let schema = self.state.schema.clone();
@@ -389,18 +406,26 @@ impl Connection {
         }
     }
 
-    /// Whether the connection's session is known to be gone. An unreachable database
-    /// leaves it open: the fields that need the session answer for themselves.
-    async fn session_ended(&self) -> bool {
+    /// Whether the connection's session is known to be gone (and, while it is live, which
+    /// session it is). An unreachable database leaves it open: the fields that need the
+    /// session answer for themselves.
+    async fn session_ended(&mut self) -> bool {
         let Some(session) = self.session.clone() else {
             return false;
         };
         let found = self
             .state
             .db
-            .run(|conn| async move { crate::auth::user_id_of_session(&conn, &session).await })
+            .run(|conn| async move { crate::auth::live_session_id(&conn, &session).await })
             .await;
-        matches!(found, Ok(None))
+        match found {
+            Ok(None) => true,
+            Ok(Some(id)) => {
+                self.session_id = Some(id);
+                false
+            }
+            Err(_) => false,
+        }
     }
 }
 

@@ -139,7 +139,13 @@ impl BetterAuth {
         Some(Self {
             child,
             base: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::new(),
+            // Node closes a keep-alive connection after 5 s idle; a request that reuses it
+            // at that moment fails with "incomplete message" on a loaded machine, so
+            // pooled connections are dropped well before.
+            http: reqwest::Client::builder()
+                .pool_idle_timeout(Duration::from_secs(1))
+                .build()
+                .unwrap(),
         })
     }
 
