@@ -60,6 +60,21 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// What one client may cost: connections, timeouts, quotas (README, "Security").
     pub limits: Limits,
+    /// What authors learn from readers (README, "Insights").
+    pub insights: InsightSettings,
+}
+
+/// Insights for the book's authors: whether turns are recorded, for how long, and who the
+/// authors are.
+#[derive(Debug, Clone)]
+pub struct InsightSettings {
+    /// `INSIGHTS`: record every turn (without identity) for the insights report.
+    pub record: bool,
+    /// `INSIGHTS_RETENTION_DAYS`: recorded turns and ratings older than this are deleted.
+    pub retention: std::time::Duration,
+    /// `ADMIN_EMAILS`: readers with these emails (normalised like sign-in emails) are
+    /// authors, besides those granted with `lectern admin grant`.
+    pub admin_emails: Vec<String>,
 }
 
 /// Bounds that keep one client (or a flood of them) from costing the server more than its
@@ -474,6 +489,41 @@ impl Settings {
             llm,
             log_format,
             limits: Limits::from_lookup(&get)?,
+            insights: InsightSettings {
+                record: match get("INSIGHTS").as_deref() {
+                    None | Some("on") => true,
+                    Some("off") => false,
+                    Some(other) => return Err(invalid("INSIGHTS", other, "on | off")),
+                },
+                retention: std::time::Duration::from_secs(
+                    86_400
+                        * u64::from(parse_number(
+                            "INSIGHTS_RETENTION_DAYS",
+                            get("INSIGHTS_RETENTION_DAYS"),
+                            90,
+                            1..=3650,
+                            "days from 1 to 3650",
+                        )?),
+                ),
+                admin_emails: get("ADMIN_EMAILS")
+                    .map(|list| {
+                        list.split(',')
+                            .map(str::trim)
+                            .filter(|e| !e.is_empty())
+                            .map(|e| {
+                                crate::auth::domain::Email::parse(e)
+                                    .map(|e| e.as_str().to_owned())
+                                    .map_err(|why| ConfigError {
+                                        variable: "ADMIN_EMAILS",
+                                        problem: format!("has {e:?}, which is not usable: {why}"),
+                                        accepts: "a comma-separated list of emails",
+                                    })
+                            })
+                            .collect::<Result<Vec<_>, _>>()
+                    })
+                    .transpose()?
+                    .unwrap_or_default(),
+            },
         })
     }
 

@@ -21,6 +21,7 @@ pub mod entities;
 pub mod graphql;
 pub mod history;
 pub mod http;
+pub mod insights;
 pub mod llm;
 pub mod metering;
 pub mod replicas;
@@ -236,6 +237,7 @@ impl Application {
                 settings.limits.turn_registry_max,
             ),
             finished: replicas::FinishedTurns::for_database(&db, settings.limits.turn_retention),
+            record_insights: settings.insights.record,
         });
         let admission = http::admission::Admission::new(settings.limits.admission_per_ip);
         let settings = Arc::new(settings);
@@ -316,6 +318,11 @@ impl Application {
                 supervisor_stop.clone(),
             ));
         }
+        tokio::spawn(insights::retention_task(
+            self.state.db.clone(),
+            self.state.settings.insights.retention,
+            supervisor_stop.clone(),
+        ));
         let replayer = tokio::spawn(self.state.chat.journal.clone().run(
             self.state.db.clone(),
             self.state.chat.history_limit,

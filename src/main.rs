@@ -33,6 +33,36 @@ enum Command {
         #[arg(required = true)]
         locations: Vec<String>,
     },
+    /// Grant or revoke the author role: authors (admins) read the `insights` report.
+    Admin {
+        #[command(subcommand)]
+        action: AdminAction,
+    },
+    /// Print the insights report: questions per day, ratings, unanswered questions,
+    /// thumbs-down answers, pages cited most and never, frequent questions.
+    Insights {
+        /// Start of the window (inclusive): `YYYY-MM-DD` (UTC) or an RFC 3339 time;
+        /// default 30 days before `--to`.
+        #[arg(long)]
+        from: Option<String>,
+        /// End of the window (exclusive): `YYYY-MM-DD` or RFC 3339; default now.
+        #[arg(long)]
+        to: Option<String>,
+        /// CSV instead of aligned text: each section a `# name` line, a header and rows.
+        #[arg(long)]
+        csv: bool,
+        /// Rows per list section.
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminAction {
+    /// Make the reader with this email an author.
+    Grant { email: String },
+    /// Take the author role back (`ADMIN_EMAILS` still applies).
+    Revoke { email: String },
 }
 
 /// See Cargo.toml: per-thread heaps instead of glibc's contended arenas.
@@ -68,6 +98,13 @@ fn main() -> ExitCode {
             None | Some(Command::Serve) => serve(settings).await,
             Some(Command::Migrate) => migrate(settings).await,
             Some(Command::Ingest { locations }) => ingest(settings, locations).await,
+            Some(Command::Admin { action }) => admin(settings, action).await,
+            Some(Command::Insights {
+                from,
+                to,
+                csv,
+                limit,
+            }) => insights(settings, from, to, csv, limit).await,
             Some(Command::Schema) => unreachable!("handled before configuration is read"),
         }
     });
@@ -141,6 +178,80 @@ impl lectern::retrieval::Progress for ProgressBar {
     fn finish(&self) {
         self.0.finish_and_clear();
     }
+}
+
+/// The database, reached and migrated, for a command that needs it now.
+async fn database_now(settings: &Settings) -> anyhow::Result<lectern::db::Database> {
+    if settings.database.backend() == lectern::config::DatabaseKind::Sqlite {
+        std::fs::create_dir_all(&settings.data_dir)?;
+    }
+    let db = lectern::db::Database::connect_lazy(&settings.database).await?;
+    db.connection().ping().await.map_err(|e| {
+        anyhow::anyhow!("cannot reach the database at DATABASE_URL ({e}); nothing was changed")
+    })?;
+    db.migrate().await?;
+    Ok(db)
+}
+
+async fn admin(settings: Settings, action: AdminAction) -> anyhow::Result<()> {
+    let db = database_now(&settings).await?;
+    let (raw, grant) = match &action {
+        AdminAction::Grant { email } => (email, true),
+        AdminAction::Revoke { email } => (email, false),
+    };
+    let email = lectern::auth::domain::Email::parse(raw).map_err(|why| anyhow::anyhow!(why))?;
+    if !lectern::insights::set_admin(db.connection(), email.as_str(), grant).await? {
+        anyhow::bail!(
+            "no reader has the email {}; they must register first",
+            email.as_str()
+        );
+    }
+    println!(
+        "{} {} the author role",
+        email.as_str(),
+        if grant { "now has" } else { "no longer has" }
+    );
+    Ok(())
+}
+
+/// `YYYY-MM-DD` (midnight UTC) or RFC 3339.
+fn parse_time(flag: &str, value: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(day) = chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d") {
+        return Ok(day.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc());
+    }
+    chrono::DateTime::parse_from_rfc3339(value)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|_| {
+            anyhow::anyhow!("{flag} must be YYYY-MM-DD or an RFC 3339 time, not {value:?}")
+        })
+}
+
+async fn insights(
+    settings: Settings,
+    from: Option<String>,
+    to: Option<String>,
+    csv: bool,
+    limit: u64,
+) -> anyhow::Result<()> {
+    let from = from.map(|f| parse_time("--from", &f)).transpose()?;
+    let to = to.map(|t| parse_time("--to", &t)).transpose()?;
+    let window =
+        lectern::graphql::insights::window(from, to).map_err(|why| anyhow::anyhow!(why))?;
+    if !(1..=10_000).contains(&limit) {
+        anyhow::bail!("--limit must be from 1 to 10000");
+    }
+    let db = database_now(&settings).await?;
+    let pages = match lectern::open_retriever(&settings).await {
+        Ok(retriever) => retriever.pages().await.ok(),
+        Err(e) => {
+            eprintln!("note: pages never cited are left out: {e:#}");
+            None
+        }
+    };
+    let report =
+        lectern::insights::report(db.connection(), window, pages.as_ref(), limit, csv).await?;
+    print!("{report}");
+    Ok(())
 }
 
 async fn migrate(settings: Settings) -> anyhow::Result<()> {

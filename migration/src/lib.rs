@@ -9,6 +9,7 @@ mod m20261122_000002_history;
 mod m20261123_000003_turn_ids;
 mod m20261202_000004_unanswered;
 mod m20261202_000005_replicas;
+mod m20261202_000006_insights;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000003_turn_ids::Migration),
             Box::new(m20261202_000004_unanswered::Migration),
             Box::new(m20261202_000005_replicas::Migration),
+            Box::new(m20261202_000006_insights::Migration),
         ]
     }
 }

@@ -240,6 +240,8 @@ pub struct ChatService {
     pub journal: Arc<journal::Journal>,
     /// On PostgreSQL: finished turns shared with the other replicas.
     pub finished: Option<FinishedTurns>,
+    /// `INSIGHTS`: record every turn, without identity, for the authors' report.
+    pub record_insights: bool,
 }
 
 /// What one asker may cost: turns per minute per client address (anonymous readers) and
@@ -460,6 +462,21 @@ impl ChatService {
                 stored => stored,
             },
         };
+        if self.record_insights {
+            // Before `Completed`, so the turn can be rated as soon as it is answered.
+            let (question, relevance) = (request.message.as_str(), found.relevance);
+            let recorded = db
+                .run(|conn| async move {
+                    crate::insights::record_turn(
+                        &conn, turn_id, question, &sources, relevance, unanswered,
+                    )
+                    .await
+                })
+                .await;
+            if recorded.is_err() {
+                tracing::debug!("the turn could not be recorded for insights");
+            }
+        }
         send(ChatEvent::Completed {
             answer,
             unanswered,

@@ -13,6 +13,7 @@ use crate::auth::AuthError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
     Unauthenticated,
+    Forbidden,
     BadUserInput,
     EmailTaken,
     InvalidCredentials,
@@ -28,6 +29,7 @@ impl ErrorCode {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Unauthenticated => "UNAUTHENTICATED",
+            Self::Forbidden => "FORBIDDEN",
             Self::BadUserInput => "BAD_USER_INPUT",
             Self::EmailTaken => "EMAIL_TAKEN",
             Self::InvalidCredentials => "INVALID_CREDENTIALS",
@@ -50,6 +52,8 @@ pub enum ApiError {
     /// `UNAUTHENTICATED`: the field needs a signed-in reader and the credentials are
     /// missing, expired, revoked or invalid.
     Unauthenticated,
+    /// `FORBIDDEN`: signed in, but the field is for the book's authors (admins) only.
+    Forbidden,
     /// `BAD_USER_INPUT`: says what is accepted.
     BadUserInput(String),
     /// `EMAIL_TAKEN`.
@@ -84,6 +88,7 @@ impl ApiError {
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::Unauthenticated => ErrorCode::Unauthenticated,
+            Self::Forbidden => ErrorCode::Forbidden,
             Self::BadUserInput(_) => ErrorCode::BadUserInput,
             Self::EmailTaken => ErrorCode::EmailTaken,
             Self::InvalidCredentials => ErrorCode::InvalidCredentials,
@@ -103,6 +108,7 @@ impl ApiError {
             Self::Unauthenticated => {
                 "sign in first: credentials are missing, expired or invalid".into()
             }
+            Self::Forbidden => "this field is for the book's authors (admins) only".into(),
             Self::BadUserInput(why) => why.clone(),
             Self::EmailTaken => "an account with this email already exists".into(),
             Self::InvalidCredentials => "email or password is wrong".into(),

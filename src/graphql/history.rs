@@ -93,6 +93,13 @@ impl Conversation {
     }
 }
 
+/// What `exportConversation` writes.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ExportFormat {
+    Markdown,
+    Json,
+}
+
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
 pub enum MessageRole {
     User,
@@ -167,9 +174,17 @@ impl HistoryQuery {
         ctx: &Context<'_>,
         #[graphql(default = 20)] first: Option<i32>,
         after: Option<String>,
+        #[graphql(
+            desc = "Only the conversations whose title or messages contain every word of this (1 to 200 characters, at most 16 words; stemmed, so `bee` finds `bees`)."
+        )]
+        search: Option<String>,
     ) -> async_graphql::Result<Option<Connection<String, Conversation, EmptyFields, EmptyFields>>>
     {
         let first = page_size(first.unwrap_or(20))?;
+        let search = search
+            .map(|s| history::Search::parse(&s))
+            .transpose()
+            .map_err(ApiError::BadUserInput)?;
         let after = after
             .map(|c| ConversationCursor::decode(&c).ok_or_else(|| bad_cursor("after")))
             .transpose()?;
@@ -196,12 +211,20 @@ impl HistoryQuery {
                         &reader,
                         first,
                         after.as_ref(),
+                        search.as_ref(),
                     )
                     .await?
                 }
-                None => {
-                    Some(history::list_conversations(&conn, &reader, first, after.as_ref()).await?)
-                }
+                None => Some(
+                    history::list_conversations(
+                        &conn,
+                        &reader,
+                        first,
+                        after.as_ref(),
+                        search.as_ref(),
+                    )
+                    .await?,
+                ),
             };
             let Some(page) = page else {
                 return Err(ApiError::Unauthenticated);
@@ -227,6 +250,31 @@ impl HistoryQuery {
             Edge::new(cursor, Conversation { model, latest })
         }));
         Ok(Some(connection))
+    }
+
+    /// One of the reader's conversations as a document to keep: Markdown (a heading,
+    /// each question and answer with its sources as links) or JSON (every field of every
+    /// message). Anyone else's conversation, or one that does not exist, is `NOT_FOUND`.
+    async fn export_conversation(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        #[graphql(default_with = "ExportFormat::Markdown")] format: ExportFormat,
+    ) -> async_graphql::Result<String> {
+        let user_id = current_user_id(ctx).await?;
+        let found = with_database(ctx, |conn| async move {
+            let Some(conversation) = history::find_conversation(&conn, &user_id, &id).await? else {
+                return Ok(None);
+            };
+            let messages = history::all_messages(&conn, &conversation.id).await?;
+            Ok::<_, sea_orm::DbErr>(Some((conversation, messages)))
+        })
+        .await?;
+        let (conversation, messages) = found.ok_or(ApiError::NotFound)?;
+        Ok(match format {
+            ExportFormat::Markdown => history::export::markdown(&conversation, &messages),
+            ExportFormat::Json => history::export::json(&conversation, &messages),
+        })
     }
 
     /// One of the signed-in reader's conversations. Anyone else's, or one that does not

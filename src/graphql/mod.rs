@@ -8,6 +8,7 @@ pub mod error;
 pub mod guard;
 pub mod health;
 pub mod history;
+pub mod insights;
 pub mod limits;
 
 use std::sync::Arc;
@@ -36,6 +37,7 @@ pub struct Query(
     history::HistoryQuery,
     health::HealthQuery,
     chat::ChatQuery,
+    insights::InsightsQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -43,6 +45,7 @@ pub struct Mutation(
     auth::AuthMutation,
     history::HistoryMutation,
     chat::ChatMutation,
+    insights::InsightsMutation,
 );
 
 pub type LecternSchema = Schema<Query, Mutation, chat::ChatSubscription>;

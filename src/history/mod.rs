@@ -13,6 +13,7 @@
 //! finds no conversation and answers `NOT_FOUND` instead of writing into nothing.
 
 pub mod cursor;
+pub mod export;
 
 use std::collections::HashMap;
 
@@ -138,14 +139,81 @@ pub struct RecordedTurn {
     pub answer: message::Model,
 }
 
-/// A reader's conversations, most recently active first.
+/// Words to look for in a reader's conversations: titles and message text. PostgreSQL
+/// matches them with its full-text search (`english` configuration: stemmed, stop words
+/// ignored); SQLite with FTS5 (Porter stemmer) over `conversation_search`. Every word
+/// must be found, in the title or in any message of the conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Search {
+    text: String,
+    words: Vec<String>,
+}
+
+/// Longest search, in characters, and most words.
+const SEARCH_MAX_CHARS: usize = 200;
+const SEARCH_MAX_WORDS: usize = 16;
+
+impl Search {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let text = raw.trim();
+        if text.chars().count() > SEARCH_MAX_CHARS {
+            return Err(format!(
+                "search must be at most {SEARCH_MAX_CHARS} characters"
+            ));
+        }
+        let words: Vec<String> = text
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(str::to_lowercase)
+            .collect();
+        if words.is_empty() {
+            return Err("search must contain at least one word".into());
+        }
+        if words.len() > SEARCH_MAX_WORDS {
+            return Err(format!("search must have at most {SEARCH_MAX_WORDS} words"));
+        }
+        Ok(Self {
+            text: words.join(" "),
+            words,
+        })
+    }
+
+    /// The condition on `conversation` rows.
+    fn condition(&self, backend: DatabaseBackend) -> sea_orm::sea_query::SimpleExpr {
+        match backend {
+            DatabaseBackend::Postgres => Expr::cust_with_values(
+                r#"(to_tsvector('english', "conversation"."title") @@ plainto_tsquery('english', $1)
+                   OR EXISTS (SELECT 1 FROM "message" m WHERE m."conversationId" = "conversation"."id"
+                              AND to_tsvector('english', m."content") @@ plainto_tsquery('english', $1)))"#,
+                [self.text.clone()],
+            ),
+            _ => {
+                // Each word as an FTS5 string, so nothing in it is query syntax.
+                let query = self
+                    .words
+                    .iter()
+                    .map(|w| format!("\"{w}\""))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                Expr::cust_with_values(
+                    r#""conversation"."id" IN (SELECT "conversationId" FROM conversation_search WHERE conversation_search MATCH ?)"#,
+                    [query],
+                )
+            }
+        }
+    }
+}
+
+/// A reader's conversations, most recently active first (only those that match `search`,
+/// when given).
 pub async fn list_conversations(
     conn: &DatabaseConnection,
     user_id: &str,
     first: u64,
     after: Option<&ConversationCursor>,
+    search: Option<&Search>,
 ) -> Result<Page<conversation::Model>, DbErr> {
-    page_query(user_id, first, after)
+    page_query(conn.get_database_backend(), user_id, first, after, search)
         .all(conn)
         .await
         .map(|items| Page::of(items, first))
@@ -162,9 +230,10 @@ pub async fn list_conversations_in_session(
     user_id: &str,
     first: u64,
     after: Option<&ConversationCursor>,
+    search: Option<&Search>,
 ) -> Result<Option<Page<conversation::Model>>, DbErr> {
     let live = session.live().select_only().expr(Expr::val(1)).into_query();
-    let items = page_query(user_id, first, after)
+    let items = page_query(conn.get_database_backend(), user_id, first, after, search)
         .filter(Expr::exists(live))
         .all(conn)
         .await?;
@@ -181,11 +250,16 @@ pub async fn list_conversations_in_session(
 /// A reader's conversations, newest activity first, from `after` on, one more than asked
 /// for (to know whether there is a next page).
 fn page_query(
+    backend: DatabaseBackend,
     user_id: &str,
     first: u64,
     after: Option<&ConversationCursor>,
+    search: Option<&Search>,
 ) -> sea_orm::Select<conversation::Entity> {
     let mut query = conversation::Entity::find().filter(conversation::Column::UserId.eq(user_id));
+    if let Some(search) = search {
+        query = query.filter(search.condition(backend));
+    }
     if let Some(after) = after {
         query = query.filter(
             Condition::any()
@@ -227,6 +301,18 @@ pub async fn find_conversation(
     conversation::Entity::find_by_id(id)
         .filter(conversation::Column::UserId.eq(user_id))
         .one(conn)
+        .await
+}
+
+/// Every message of a conversation, oldest first. The caller has checked ownership.
+pub async fn all_messages(
+    conn: &DatabaseConnection,
+    conversation_id: &str,
+) -> Result<Vec<message::Model>, DbErr> {
+    message::Entity::find()
+        .filter(message::Column::ConversationId.eq(conversation_id))
+        .order_by_asc(message::Column::Id)
+        .all(conn)
         .await
 }
 

@@ -280,6 +280,11 @@ impl Retriever {
         Ok(count)
     }
 
+    /// Every indexed page's path, whatever folder or site it came from.
+    pub async fn pages(&self) -> Result<std::collections::BTreeSet<String>, RetrievalError> {
+        Ok(self.store.files("").await?.into_keys().collect())
+    }
+
     pub async fn is_empty(&self) -> Result<bool, RetrievalError> {
         Ok(self.store.count().await? == 0)
     }

@@ -266,9 +266,12 @@ impl VectorStore for RemoteStore {
         let mut offset: Option<PointId> = None;
         loop {
             let mut request = ScrollPointsBuilder::new(&self.collection)
-                .filter(Filter::must([Condition::matches("root", root.to_owned())]))
                 .limit(1000)
                 .with_payload(true);
+            if !root.is_empty() {
+                request =
+                    request.filter(Filter::must([Condition::matches("root", root.to_owned())]));
+            }
             if let Some(o) = offset.take() {
                 request = request.offset(o);
             }

@@ -87,7 +87,7 @@ pub trait VectorStore: Send + Sync {
     async fn upsert(&self, points: Vec<Point>) -> Result<(), StoreError>;
     /// Removes every chunk of one file: `path` (relative) under `root`.
     async fn delete_file(&self, root: &str, path: &str) -> Result<(), StoreError>;
-    /// `path → fileHash` of every file indexed under `root`.
+    /// `path → fileHash` of every file indexed under `root` (under every root for "").
     async fn files(&self, root: &str) -> Result<HashMap<String, String>, StoreError>;
     async fn search(&self, query: QueryVectors, limit: usize) -> Result<Vec<Hit>, StoreError>;
     async fn count(&self) -> Result<usize, StoreError>;
@@ -237,7 +237,7 @@ impl VectorStore for EmbeddedStore {
     }
 
     async fn files(&self, root: &str) -> Result<HashMap<String, String>, StoreError> {
-        let filter = match_keyword("root", root);
+        let filter = (!root.is_empty()).then(|| match_keyword("root", root));
         self.run(move |shard| {
             let mut files = HashMap::new();
             let mut offset = None;
@@ -246,7 +246,7 @@ impl VectorStore for EmbeddedStore {
                     .scroll(ScrollRequest {
                         offset,
                         limit: Some(1000),
-                        filter: Some(filter.clone()),
+                        filter: filter.clone(),
                         with_payload: Some(WithPayloadInterface::Bool(true)),
                         with_vector: WithVector::Bool(false),
                         order_by: None,

@@ -11,6 +11,7 @@ mod graphiql;
 mod helpers;
 mod history;
 mod hostile;
+mod insights;
 mod internet;
 mod pg;
 mod process;
