@@ -3,6 +3,12 @@
 #
 #   bench/run.sh [scenario…]      (default: history saturation login chat down)
 #
+# `login-shed`: the login storm against the default bounded hashing queue:
+#   BENCH_HASH_QUEUE=32 bench/run.sh login-shed
+# `streams`: 1000 chatStream subscriptions against a fake model streaming 300 tokens at
+# 30/s, then 10,000 idle signed-in WebSockets (bench/src/bin/streams.rs).
+# `peer`: Lectern and PostGraphile side by side on the same data with wrk (bench/peer.sh).
+#
 # Also, for the security review's hostile documents: `healthz` (/healthz alone),
 # `hostile-each` (each document from one client, one after another) and `hostile` (a
 # flood of them beside the same /healthz readers):
@@ -75,7 +81,7 @@ DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/lectern" \
 DATABASE_MAX_CONNECTIONS=${DATABASE_MAX_CONNECTIONS:-20} \
 BIND_ADDR="127.0.0.1:$PORT" HEALTH_BIND_ADDR="127.0.0.1:$HEALTH_PORT" DATA_DIR="$BENCH_DIR/data" CORPUS_DIR="$corpus" \
 AUTH_RATE_LIMIT_PER_IP=0 AUTH_RATE_LIMIT_PER_EMAIL=0 CHAT_RATE_LIMIT_PER_IP=0 CHAT_RATE_LIMIT_PER_READER=0 \
-  WS_MAX_CONNECTIONS_PER_IP=0 AUTH_HASH_QUEUE=100000 RUST_LOG=warn \
+  WS_MAX_CONNECTIONS_PER_IP=0 AUTH_HASH_QUEUE=${BENCH_HASH_QUEUE:-100000} RUST_LOG=warn \
   "$TARGET/release/lectern" serve 2> "$BENCH_DIR/server.log" &
 server_pid=$!
 for _ in $(seq 1 600); do
@@ -99,6 +105,28 @@ peak_rss() { awk '/VmHWM/ {printf "%.0f MiB", $2/1024}' "/proc/$server_pid/statu
 cpu() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$server_pid/stat"; }
 rss() { awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' "/proc/$server_pid/status"; }
 for scenario in "${scenarios[@]}"; do
+  if [ "$scenario" = streams ]; then
+    # A second server whose model is the fake that `streams` starts on port 8099.
+    DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/lectern" DATABASE_MAX_CONNECTIONS=20 \
+    BIND_ADDR="127.0.0.1:8089" DATA_DIR="$BENCH_DIR/data-streams" CORPUS_DIR="$corpus" \
+    LLM_BASE_URL="http://127.0.0.1:8099/v1" LLM_MODEL=fake LLM_MAX_CONCURRENCY=100000 \
+    RETRIEVAL_MIN_SCORE=0 CHAT_RATE_LIMIT_PER_IP=0 CHAT_RATE_LIMIT_PER_READER=0 \
+    WS_MAX_CONNECTIONS_PER_IP=0 MAX_CONNECTIONS=19000 RUST_LOG=warn \
+      "$TARGET/release/lectern" serve 2> "$BENCH_DIR/streams-server.log" &
+    streams_pid=$!
+    for _ in $(seq 1 120); do curl -fs http://127.0.0.1:8089/readyz >/dev/null && break; sleep 0.5; done
+    "$TARGET/release/lectern-bench" tokens > "$BENCH_DIR/readers.tsv"
+    ( ulimit -n "$(ulimit -Hn)"
+      LECTERN_ADDR=127.0.0.1:8089 LECTERN_PID=$streams_pid READERS="$BENCH_DIR/readers.tsv" \
+        "$TARGET/release/streams" )
+    kill -TERM "$streams_pid"; wait "$streams_pid" || true
+    continue
+  fi
+  if [ "$scenario" = peer ]; then
+    LECTERN_PID=$server_pid PGDATA=$pgdata BENCH_DIR=$BENCH_DIR TARGET=$TARGET PG_PORT=$PG_PORT PORT=$PORT \
+      bench/peer.sh
+    continue
+  fi
   if [ "$scenario" = down ]; then pg_stop; sleep 3; fi
   echo "server RSS before $scenario: $(rss)"
   cpu_before=$(cpu)

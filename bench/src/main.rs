@@ -38,7 +38,14 @@ struct Settings {
     readers: usize,
     tokens: Vec<String>,
     expect_outage: bool,
+    /// `login-shed`: a login answered `RATE_LIMITED` (the hashing queue is full) is the
+    /// expected answer to a storm, counted in [`SHED`] rather than as a failure.
+    expect_shedding: bool,
 }
+
+/// Logins answered `RATE_LIMITED`, and logins answered at all (`login-shed`).
+static SHED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static LOGINS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 static SETTINGS: OnceLock<Settings> = OnceLock::new();
 
@@ -89,8 +96,18 @@ async fn graphql(
         Err(_) => return Ok(Value::Null),
     };
     // Success is an answer with the data asked for, or (database down) the promised error.
+    let shed = settings().expect_shedding
+        && answer["errors"].as_array().is_some_and(|errors| {
+            errors
+                .iter()
+                .all(|e| e["extensions"]["code"] == "RATE_LIMITED")
+        });
+    if shed {
+        SHED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     let unexpected = match answer["errors"].as_array() {
         None => !answered(&answer["data"]),
+        Some(_) if shed => false,
         Some(errors) => !errors
             .iter()
             .all(|e| settings().expect_outage && e["extensions"]["code"] == "DATABASE_UNAVAILABLE"),
@@ -185,6 +202,7 @@ async fn random_list(user: &mut GooseUser) -> TransactionResult {
 }
 
 async fn login(user: &mut GooseUser) -> TransactionResult {
+    LOGINS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let email = format!("reader{}@bench.lectern", random_reader());
     graphql(
         user,
@@ -427,15 +445,23 @@ async fn main() -> Result<(), GooseError> {
         .expect("BENCH_READERS");
     let secret = std::env::var("JWT_SECRET").expect("JWT_SECRET: the server's secret");
     let keys = TokenKeys::new(&Secret::new(secret));
-    let tokens = (1..=readers)
+    let tokens: Vec<String> = (1..=readers)
         .map(|n| keys.issue(&user_id(n), &session_id(n)).0)
         .collect();
+    // For other load tools (bench/wrk/history.lua): each seeded reader's id and token.
+    if scenario == "tokens" {
+        for (n, token) in tokens.iter().enumerate() {
+            println!("{}\t{token}", user_id(n + 1));
+        }
+        return Ok(());
+    }
     let expect_outage = scenario == "down";
     SETTINGS
         .set(Settings {
             readers,
             tokens,
             expect_outage,
+            expect_shedding: scenario == "login-shed",
         })
         .ok()
         .expect("set once");
@@ -468,6 +494,18 @@ async fn main() -> Result<(), GooseError> {
                 ],
             )
         }
+        // The same storm against the default bounded hashing queue (bench/run.sh with
+        // BENCH_HASH_QUEUE=32): logins past it are answered RATE_LIMITED at once.
+        "login-shed" => (
+            1100,
+            550,
+            vec![
+                scenario!("LoginStorm")
+                    .set_weight(10)?
+                    .register_transaction(transaction!(login)),
+                history_mix(think)?.set_weight(1)?,
+            ],
+        ),
         "chat" => (
             100,
             100,
@@ -508,7 +546,7 @@ async fn main() -> Result<(), GooseError> {
         ),
         other => {
             panic!(
-                "unknown scenario {other}: history|saturation|login|chat|down|healthz|hostile-each|hostile"
+                "unknown scenario {other}: history|saturation|login|login-shed|chat|down|healthz|hostile-each|hostile|tokens"
             )
         }
     };
@@ -548,6 +586,16 @@ async fn main() -> Result<(), GooseError> {
         .execute()
         .await?;
     print_report(&scenario, &metrics);
+    if scenario == "login-shed" {
+        let (shed, logins) = (
+            SHED.load(std::sync::atomic::Ordering::Relaxed),
+            LOGINS.load(std::sync::atomic::Ordering::Relaxed).max(1),
+        );
+        println!(
+            "\nlogins answered RATE_LIMITED (hashing queue full): {shed} of {logins} = {:.1}%",
+            100.0 * shed as f64 / logins as f64
+        );
+    }
     if let (Some(monitor), Some(ceiling)) = (monitor, ceiling) {
         let rate = monitor.await.expect("the monitor task");
         println!(
