@@ -388,6 +388,16 @@ fn window_values(window: Window) -> Vec<Value> {
     vec![window.from.into(), window.to.into()]
 }
 
+/// `$1, $2` the window, `$3` the page size, `$4` the offset.
+fn paged_values(window: Window, first: u64, offset: u64) -> Vec<Value> {
+    vec![
+        window.from.into(),
+        window.to.into(),
+        (first as i64).into(),
+        (offset as i64).into(),
+    ]
+}
+
 pub async fn questions_per_day(
     conn: &DatabaseConnection,
     window: Window,
@@ -419,8 +429,7 @@ pub async fn unanswered(
     first: u64,
     offset: u64,
 ) -> Result<Vec<TurnInsight>, DbErr> {
-    let mut values = window_values(window);
-    values.extend([(first as i64).into(), (offset as i64).into()]);
+    let values = paged_values(window, first, offset);
     let rows = conn
         .query_all_raw(statement(
             conn.get_database_backend(),
@@ -453,8 +462,7 @@ pub async fn thumbs_down(
     first: u64,
     offset: u64,
 ) -> Result<Vec<TurnInsight>, DbErr> {
-    let mut values = window_values(window);
-    values.extend([(first as i64).into(), (offset as i64).into()]);
+    let values = paged_values(window, first, offset);
     let rows = conn
         .query_all_raw(statement(
             conn.get_database_backend(),
@@ -513,8 +521,7 @@ pub async fn most_cited(
     first: u64,
     offset: u64,
 ) -> Result<Vec<PageCount>, DbErr> {
-    let mut values = window_values(window);
-    values.extend([(first as i64).into(), (offset as i64).into()]);
+    let values = paged_values(window, first, offset);
     let rows = conn
         .query_all_raw(statement(
             conn.get_database_backend(),
@@ -563,8 +570,7 @@ pub async fn frequent_questions(
     first: u64,
     offset: u64,
 ) -> Result<Vec<QuestionCount>, DbErr> {
-    let mut values = window_values(window);
-    values.extend([(first as i64).into(), (offset as i64).into()]);
+    let values = paged_values(window, first, offset);
     let rows = conn
         .query_all_raw(statement(
             conn.get_database_backend(),

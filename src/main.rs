@@ -180,8 +180,8 @@ impl lectern::retrieval::Progress for ProgressBar {
     }
 }
 
-/// The database, reached and migrated, for a command that needs it now.
-async fn database_now(settings: &Settings) -> anyhow::Result<lectern::db::Database> {
+/// The database, reached now (not lazily), for a command that needs it.
+async fn reach_database(settings: &Settings) -> anyhow::Result<lectern::db::Database> {
     if settings.database.backend() == lectern::config::DatabaseKind::Sqlite {
         std::fs::create_dir_all(&settings.data_dir)?;
     }
@@ -189,6 +189,12 @@ async fn database_now(settings: &Settings) -> anyhow::Result<lectern::db::Databa
     db.connection().ping().await.map_err(|e| {
         anyhow::anyhow!("cannot reach the database at DATABASE_URL ({e}); nothing was changed")
     })?;
+    Ok(db)
+}
+
+/// [`reach_database`], with pending migrations applied.
+async fn database_now(settings: &Settings) -> anyhow::Result<lectern::db::Database> {
+    let db = reach_database(settings).await?;
     db.migrate().await?;
     Ok(db)
 }
@@ -255,17 +261,10 @@ async fn insights(
 }
 
 async fn migrate(settings: Settings) -> anyhow::Result<()> {
-    let app_settings = settings.clone();
-    if app_settings.database.backend() == lectern::config::DatabaseKind::Sqlite {
-        std::fs::create_dir_all(&app_settings.data_dir)?;
-    }
-    let db = lectern::db::Database::connect_lazy(&settings.database).await?;
     // Reach the database first, so "it is not there" and "it went away while migrating"
     // get different messages. Each migration runs in its own transaction on PostgreSQL,
     // so an interrupted run leaves the schema at the last completed migration.
-    db.connection().ping().await.map_err(|e| {
-        anyhow::anyhow!("cannot reach the database at DATABASE_URL ({e}); nothing was changed")
-    })?;
+    let db = reach_database(&settings).await?;
     db.migrate().await.map_err(|e| {
         anyhow::anyhow!(
             "migrations stopped ({e}); the schema is at the last completed migration, \

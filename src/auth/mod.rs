@@ -437,20 +437,6 @@ pub async fn logout(
     Ok(ended)
 }
 
-/// The id of a live session, if it is one.
-pub async fn live_session_id(
-    conn: &DatabaseConnection,
-    session: &SessionRef,
-) -> Result<Option<String>, DbErr> {
-    session
-        .live()
-        .select_only()
-        .column(session::Column::Id)
-        .into_tuple::<String>()
-        .one(conn)
-        .await
-}
-
 /// A session as a request names it: by id (our access tokens) or by Better Auth token.
 #[derive(Debug, Clone)]
 pub enum SessionRef {
@@ -489,10 +475,27 @@ pub async fn user_id_of_session(
     conn: &DatabaseConnection,
     session: &SessionRef,
 ) -> Result<Option<String>, DbErr> {
+    live_column(conn, session, session::Column::UserId).await
+}
+
+/// The id of a live session, if it is one (a Better Auth token names its session by
+/// token, and ended sessions are announced by id).
+pub async fn live_session_id(
+    conn: &DatabaseConnection,
+    session: &SessionRef,
+) -> Result<Option<String>, DbErr> {
+    live_column(conn, session, session::Column::Id).await
+}
+
+async fn live_column(
+    conn: &DatabaseConnection,
+    session: &SessionRef,
+    column: session::Column,
+) -> Result<Option<String>, DbErr> {
     session
         .live()
         .select_only()
-        .column(session::Column::UserId)
+        .column(column)
         .into_tuple::<String>()
         .one(conn)
         .await

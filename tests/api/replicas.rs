@@ -65,6 +65,20 @@ impl Cluster {
         })
     }
 
+    /// `lectern ingest PATH` into the replicas' collection.
+    async fn ingest(&self, path: &std::path::Path) -> std::process::Output {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_lectern"))
+            .arg("ingest")
+            .arg(path)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATA_DIR", self._dirs[0].path())
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .await
+            .unwrap()
+    }
+
     /// The replica for the `i`-th request: round robin, as a load balancer spreads them.
     fn at(&self, i: usize) -> &ServerProcess {
         &self.replicas[i % self.replicas.len()]
@@ -114,16 +128,7 @@ async fn replicas_start_together_on_a_fresh_database_and_collection() {
     }
     // The three first-start indexings raced on one collection and left it as one run
     // would: indexing the corpus again finds nothing to change.
-    let again = tokio::process::Command::new(env!("CARGO_BIN_EXE_lectern"))
-        .arg("ingest")
-        .arg(crate::helpers::CORPUS)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATA_DIR", cluster._dirs[0].path())
-        .envs(cluster.env.iter().map(|(k, v)| (*k, v.as_str())))
-        .output()
-        .await
-        .unwrap();
+    let again = cluster.ingest(crate::helpers::CORPUS.as_ref()).await;
     let report = String::from_utf8_lossy(&again.stdout);
     assert!(again.status.success(), "{report}");
     assert!(
@@ -337,16 +342,7 @@ async fn ingest_while_replicas_serve() {
             answered
         })
     };
-    let ingest = tokio::process::Command::new(env!("CARGO_BIN_EXE_lectern"))
-        .arg("ingest")
-        .arg(site.path())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATA_DIR", cluster._dirs[0].path())
-        .envs(cluster.env.iter().map(|(k, v)| (*k, v.as_str())))
-        .output()
-        .await
-        .unwrap();
+    let ingest = cluster.ingest(site.path()).await;
     assert!(
         ingest.status.success(),
         "{}",

@@ -2,8 +2,9 @@
 //! model is the fake started here):
 //!
 //! 1. `STREAMS` (1000) concurrent `chatStream` subscriptions over graphql-transport-ws, one
-//!    socket each, against a fake OpenAI-compatible model that streams `TOKENS` (300)
-//!    tokens at `RATE` (30) tokens/s: time to first delta beyond the model's own delay
+//!    socket each, started evenly over `RAMP` seconds (5; 0 starts them all at once, so
+//!    all 1000 run together from then to the first one's end), against a fake
+//!    OpenAI-compatible model that streams `TOKENS` (300) tokens at `RATE` (30) tokens/s: time to first delta beyond the model's own delay
 //!    (one token interval), server CPU per delta, server RSS per open stream, errors.
 //! 2. `IDLE` (10000) idle signed-in WebSocket connections (acknowledged, with a seeded
 //!    reader's access token): server RSS per connection.
@@ -131,7 +132,11 @@ struct Outcome {
     error: Option<String>,
 }
 
-async fn stream_one(mut socket: Socket, start: Arc<tokio::sync::Barrier>) -> Outcome {
+async fn stream_one(
+    mut socket: Socket,
+    start: Arc<tokio::sync::Barrier>,
+    delay: Duration,
+) -> Outcome {
     let mut outcome = Outcome {
         first_delta: None,
         deltas: 0,
@@ -139,6 +144,7 @@ async fn stream_one(mut socket: Socket, start: Arc<tokio::sync::Barrier>) -> Out
         error: None,
     };
     start.wait().await;
+    tokio::time::sleep(delay).await;
     let query = "subscription { chatStream(input: {message: \"How do I stay signed in?\"}) { __typename ... on ChatDelta { delta } } }";
     let began = Instant::now();
     if let Err(e) = socket
@@ -245,9 +251,16 @@ async fn main() {
             }
         }
     });
+    // Started evenly over RAMP seconds (0: all at the same instant).
+    let ramp = Duration::from_secs_f64(env("RAMP", "5").parse().expect("RAMP"));
+    let count = sockets.len().max(1) as u32;
     let tasks: Vec<_> = sockets
         .into_iter()
-        .map(|s| tokio::spawn(stream_one(s.unwrap(), start.clone())))
+        .enumerate()
+        .map(|(i, s)| {
+            let delay = ramp * i as u32 / count;
+            tokio::spawn(stream_one(s.unwrap(), start.clone(), delay))
+        })
         .collect();
     start.wait().await;
     let began = Instant::now();
