@@ -299,7 +299,7 @@ impl FinishedTurns {
             })
             .await
         {
-            Ok(Some(conversation)) => Stored::Kept(conversation),
+            Ok(Some(conversation)) => Stored::Kept(Box::new(conversation)),
             _ => Stored::NotKept,
         }
     }

@@ -189,7 +189,9 @@ fn not_covered(sources: &[SourceRef]) -> String {
 pub enum Stored {
     /// Anonymous: nothing is kept.
     NotKept,
-    Kept(conversation::Model),
+    /// Boxed: a turn's log holds one event per delta, each as large as the largest
+    /// variant, and the conversation's fields would make every delta cost ~130 bytes.
+    Kept(Box<conversation::Model>),
     DatabaseUnavailable,
     /// The database could not take it; it is in the journal and will be stored when the
     /// database is back.
@@ -526,7 +528,7 @@ impl ChatService {
             })
             .await;
         match recorded {
-            Ok(recorded) => Stored::Kept(recorded.conversation),
+            Ok(recorded) => Stored::Kept(Box::new(recorded.conversation)),
             Err(RunError::Failed(HistoryError::NotFound)) => Stored::ConversationGone,
             Err(RunError::Unavailable | RunError::Busy) => Stored::DatabaseUnavailable,
             Err(RunError::Failed(HistoryError::Database(e))) => {

@@ -138,7 +138,7 @@ impl From<&SourceRef> for Source {
 fn stored_conversation(stored: &Stored) -> async_graphql::Result<Option<Conversation>> {
     match stored {
         Stored::NotKept => Ok(None),
-        Stored::Kept(model) => Ok(Some(model.clone().into())),
+        Stored::Kept(model) => Ok(Some((**model).clone().into())),
         Stored::DatabaseUnavailable => Err(ApiError::DatabaseUnavailable.into()),
         Stored::Pending => Err(ApiError::TurnPending.into()),
         Stored::ConversationGone => Err(ApiError::NotFound.into()),
