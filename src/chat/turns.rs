@@ -5,9 +5,9 @@
 //!
 //! The registry is memory, bounded two ways: a finished turn is kept for
 //! `TURN_RETENTION_SECS`, and at most `TURN_REGISTRY_MAX` turns are kept at all (the
-//! oldest go first). A turn holds its answer twice (as deltas and whole) and its five
-//! sources with their 300-character snippets: about 10–20 KB for a typical answer, so the
-//! default 1,000 turns stay within roughly 20 MB. Resuming a turn still in progress must
+//! oldest go first). A turn holds its answer twice (the deltas as one string with where
+//! each ends, and whole) and its five sources with their 300-character snippets: a few KB
+//! for a typical answer, so the default 1,000 turns stay within roughly 10 MB. Resuming a turn still in progress must
 //! reach the replica that runs it (README, "Running several replicas").
 
 use std::collections::{HashMap, VecDeque};
@@ -25,10 +25,63 @@ pub struct TurnLog {
     /// The signed-in reader the turn belongs to; `None` for anonymous and unverified
     /// askers. Only the owner is shown the conversation a resumed turn was stored in.
     pub owner: Option<String>,
-    events: Mutex<Vec<ChatEvent>>,
+    events: Mutex<Events>,
     /// How many events are written; listeners wait on it.
     written: watch::Sender<usize>,
     finished_at: Mutex<Option<Instant>>,
+}
+
+/// A turn's events, compactly: the deltas of an answer are kept as one string and where
+/// each ends, not as one event each (an answer of 300 deltas took ~25 KB as events, and a
+/// server keeps up to `TURN_REGISTRY_MAX` finished turns). In order: the sources (if
+/// retrieval got that far), the deltas, the terminal event.
+#[derive(Default)]
+struct Events {
+    sources: Option<Vec<super::SourceRef>>,
+    text: String,
+    /// Where each delta ends in `text`.
+    ends: Vec<usize>,
+    last: Option<ChatEvent>,
+}
+
+impl Events {
+    fn len(&self) -> usize {
+        usize::from(self.sources.is_some()) + self.ends.len() + usize::from(self.last.is_some())
+    }
+
+    fn push(&mut self, event: ChatEvent) {
+        match event {
+            // Sources come first; a turn never sends them after a delta.
+            ChatEvent::Sources(sources) => self.sources = Some(sources),
+            ChatEvent::Delta(delta) => {
+                self.text.push_str(&delta);
+                self.ends.push(self.text.len());
+            }
+            terminal => {
+                self.last = Some(terminal);
+                self.text.shrink_to_fit();
+                self.ends.shrink_to_fit();
+            }
+        }
+    }
+
+    fn get(&self, position: usize) -> Option<ChatEvent> {
+        let mut i = position;
+        if let Some(sources) = &self.sources {
+            if i == 0 {
+                return Some(ChatEvent::Sources(sources.clone()));
+            }
+            i -= 1;
+        }
+        if i < self.ends.len() {
+            let start = if i == 0 { 0 } else { self.ends[i - 1] };
+            return Some(ChatEvent::Delta(self.text[start..self.ends[i]].to_owned()));
+        }
+        if i == self.ends.len() {
+            return self.last.clone();
+        }
+        None
+    }
 }
 
 impl ChatEvent {
@@ -43,7 +96,7 @@ impl TurnLog {
         Self {
             id: uuid::Uuid::new_v4().to_string(),
             owner,
-            events: Mutex::new(Vec::new()),
+            events: Mutex::new(Events::default()),
             written: watch::channel(0).0,
             finished_at: Mutex::new(None),
         }
@@ -58,7 +111,7 @@ impl TurnLog {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<ChatEvent>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Events> {
         self.events.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -78,7 +131,8 @@ impl TurnLog {
 
     /// The events written so far.
     pub fn snapshot(&self) -> Vec<ChatEvent> {
-        self.lock().clone()
+        let events = self.lock();
+        (0..events.len()).filter_map(|i| events.get(i)).collect()
     }
 
     fn expired(&self, retention: Duration) -> bool {
@@ -100,7 +154,7 @@ impl TurnLog {
                     return None;
                 }
                 loop {
-                    let next = log.lock().get(position).cloned();
+                    let next = log.lock().get(position);
                     if let Some(event) = next {
                         let terminal = event.is_terminal();
                         return Some(((position, event), (log, position + 1, written, terminal)));
@@ -199,6 +253,35 @@ mod tests {
         assert_eq!(late.len(), 4);
         assert!(matches!(&late[2], (2, ChatEvent::Delta(d)) if d == "b"));
         assert!(registry.get(&log.id).is_some());
+    }
+
+    #[test]
+    fn a_log_gives_back_every_event_as_written() {
+        let registry = TurnRegistry::new(Duration::from_secs(60), 10);
+        let log = registry.start(None);
+        log.push(ChatEvent::Sources(vec![]));
+        for piece in ["Tides ", "follow ", "the moon."] {
+            log.push(ChatEvent::Delta(piece.into()));
+        }
+        log.push(completed());
+        let events = log.snapshot();
+        assert_eq!(events.len(), 5);
+        assert!(matches!(&events[0], ChatEvent::Sources(s) if s.is_empty()));
+        let deltas: Vec<String> = events[1..4]
+            .iter()
+            .map(|e| match e {
+                ChatEvent::Delta(d) => d.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(deltas, ["Tides ", "follow ", "the moon."]);
+        assert!(events[4].is_terminal());
+        // A turn that failed before retrieval has no sources.
+        let failed = registry.start(None);
+        failed.push(ChatEvent::Failed(
+            crate::chat::ChatError::RetrievalUnavailable,
+        ));
+        assert!(matches!(failed.snapshot()[..], [ChatEvent::Failed(_)]));
     }
 
     #[test]
