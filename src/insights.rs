@@ -16,7 +16,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, Value};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, FromQueryResult, Statement, Value,
+};
 use tokio_util::sync::CancellationToken;
 use unicode_normalization::UnicodeNormalization as _;
 
@@ -345,7 +347,7 @@ pub struct Window {
     pub to: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, FromQueryResult)]
 pub struct DayCount {
     pub day: String,
     pub questions: i64,
@@ -353,7 +355,7 @@ pub struct DayCount {
 }
 
 /// A page an answer cited.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, FromQueryResult)]
 pub struct Citation {
     pub path: String,
     pub url: Option<String>,
@@ -377,11 +379,20 @@ pub struct PageCount {
     pub citations: i64,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, FromQueryResult)]
 pub struct QuestionCount {
     pub question: String,
     pub normalized: String,
     pub count: i64,
+}
+
+/// A row of [`most_cited`].
+#[derive(FromQueryResult)]
+struct CitedRow {
+    path: String,
+    url: Option<String>,
+    title: String,
+    citations: i64,
 }
 
 fn window_values(window: Window) -> Vec<Value> {
@@ -402,24 +413,15 @@ pub async fn questions_per_day(
     conn: &DatabaseConnection,
     window: Window,
 ) -> Result<Vec<DayCount>, DbErr> {
-    let rows = conn
-        .query_all_raw(statement(
-            conn.get_database_backend(),
-            r#"SELECT day, count(*) AS questions, sum(CASE WHEN unanswered THEN 1 ELSE 0 END) AS unanswered
-               FROM insight_turn WHERE "createdAt" >= $1 AND "createdAt" < $2
-               GROUP BY day ORDER BY day"#,
-            window_values(window),
-        ))
-        .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(DayCount {
-                day: row.try_get("", "day")?,
-                questions: row.try_get("", "questions")?,
-                unanswered: row.try_get("", "unanswered")?,
-            })
-        })
-        .collect()
+    DayCount::find_by_statement(statement(
+        conn.get_database_backend(),
+        r#"SELECT day, count(*) AS questions, sum(CASE WHEN unanswered THEN 1 ELSE 0 END) AS unanswered
+           FROM insight_turn WHERE "createdAt" >= $1 AND "createdAt" < $2
+           GROUP BY day ORDER BY day"#,
+        window_values(window),
+    ))
+    .all(conn)
+    .await
 }
 
 /// Turns the book did not answer, newest first.
@@ -493,23 +495,13 @@ async fn with_citations(
     mut turns: Vec<TurnInsight>,
 ) -> Result<Vec<TurnInsight>, DbErr> {
     for turn in &mut turns {
-        let rows = conn
-            .query_all_raw(statement(
-                conn.get_database_backend(),
-                r#"SELECT path, url, title FROM insight_citation WHERE "turnId" = $1 ORDER BY position"#,
-                vec![turn.turn_id.clone().into()],
-            ))
-            .await?;
-        turn.cited = rows
-            .iter()
-            .map(|row| {
-                Ok(Citation {
-                    path: row.try_get("", "path")?,
-                    url: row.try_get("", "url")?,
-                    title: row.try_get("", "title")?,
-                })
-            })
-            .collect::<Result<_, DbErr>>()?;
+        turn.cited = Citation::find_by_statement(statement(
+            conn.get_database_backend(),
+            r#"SELECT path, url, title FROM insight_citation WHERE "turnId" = $1 ORDER BY position"#,
+            vec![turn.turn_id.clone().into()],
+        ))
+        .all(conn)
+        .await?;
     }
     Ok(turns)
 }
@@ -522,28 +514,27 @@ pub async fn most_cited(
     offset: u64,
 ) -> Result<Vec<PageCount>, DbErr> {
     let values = paged_values(window, first, offset);
-    let rows = conn
-        .query_all_raw(statement(
-            conn.get_database_backend(),
-            r#"SELECT c.path, max(c.url) AS url, max(c.title) AS title, count(*) AS citations
-               FROM insight_citation c JOIN insight_turn t ON t."turnId" = c."turnId"
-               WHERE t."createdAt" >= $1 AND t."createdAt" < $2
-               GROUP BY c.path ORDER BY citations DESC, c.path LIMIT $3 OFFSET $4"#,
-            values,
-        ))
-        .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(PageCount {
-                page: Citation {
-                    path: row.try_get("", "path")?,
-                    url: row.try_get("", "url")?,
-                    title: row.try_get("", "title")?,
-                },
-                citations: row.try_get("", "citations")?,
-            })
+    let rows = CitedRow::find_by_statement(statement(
+        conn.get_database_backend(),
+        r#"SELECT c.path, max(c.url) AS url, max(c.title) AS title, count(*) AS citations
+           FROM insight_citation c JOIN insight_turn t ON t."turnId" = c."turnId"
+           WHERE t."createdAt" >= $1 AND t."createdAt" < $2
+           GROUP BY c.path ORDER BY citations DESC, c.path LIMIT $3 OFFSET $4"#,
+        values,
+    ))
+    .all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| PageCount {
+            page: Citation {
+                path: row.path,
+                url: row.url,
+                title: row.title,
+            },
+            citations: row.citations,
         })
-        .collect()
+        .collect())
 }
 
 /// Every page cited at least once within the window.
@@ -571,24 +562,15 @@ pub async fn frequent_questions(
     offset: u64,
 ) -> Result<Vec<QuestionCount>, DbErr> {
     let values = paged_values(window, first, offset);
-    let rows = conn
-        .query_all_raw(statement(
-            conn.get_database_backend(),
-            r#"SELECT normalized, min(question) AS question, count(*) AS asked
-               FROM insight_turn WHERE "createdAt" >= $1 AND "createdAt" < $2
-               GROUP BY normalized ORDER BY asked DESC, normalized LIMIT $3 OFFSET $4"#,
-            values,
-        ))
-        .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(QuestionCount {
-                normalized: row.try_get("", "normalized")?,
-                question: row.try_get("", "question")?,
-                count: row.try_get("", "asked")?,
-            })
-        })
-        .collect()
+    QuestionCount::find_by_statement(statement(
+        conn.get_database_backend(),
+        r#"SELECT normalized, min(question) AS question, count(*) AS count
+           FROM insight_turn WHERE "createdAt" >= $1 AND "createdAt" < $2
+           GROUP BY normalized ORDER BY count DESC, normalized LIMIT $3 OFFSET $4"#,
+        values,
+    ))
+    .all(conn)
+    .await
 }
 
 /// Ratings up and down within the window.

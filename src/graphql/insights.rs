@@ -272,6 +272,26 @@ fn paging(first: i32, offset: i32) -> Result<(u64, u64), ApiError> {
     Ok((first, offset))
 }
 
+impl Insights {
+    /// One page of a list section: `first` and `offset` checked, then `query` run on the
+    /// window through the database guard.
+    async fn page<T, F, Fut>(
+        &self,
+        ctx: &Context<'_>,
+        first: i32,
+        offset: i32,
+        query: F,
+    ) -> Result<Vec<T>, ApiError>
+    where
+        F: FnOnce(sea_orm::DatabaseConnection, Window, u64, u64) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<T>, sea_orm::DbErr>>,
+    {
+        let (first, offset) = paging(first, offset)?;
+        let window = self.window;
+        with_database(ctx, |conn| query(conn, window, first, offset)).await
+    }
+}
+
 #[Object]
 impl Insights {
     async fn from(&self) -> DateTime<Utc> {
@@ -316,12 +336,16 @@ impl Insights {
         #[graphql(default = 20)] first: i32,
         #[graphql(default = 0)] offset: i32,
     ) -> async_graphql::Result<Vec<TurnInsight>> {
-        let (first, offset) = paging(first, offset)?;
-        let window = self.window;
-        let turns = with_database(ctx, |conn| async move {
-            insights::unanswered(&conn, window, first, offset).await
-        })
-        .await?;
+        let turns = self
+            .page(
+                ctx,
+                first,
+                offset,
+                |conn, window, first, offset| async move {
+                    insights::unanswered(&conn, window, first, offset).await
+                },
+            )
+            .await?;
         Ok(turns.into_iter().map(TurnInsight::from).collect())
     }
 
@@ -333,12 +357,16 @@ impl Insights {
         #[graphql(default = 20)] first: i32,
         #[graphql(default = 0)] offset: i32,
     ) -> async_graphql::Result<Vec<TurnInsight>> {
-        let (first, offset) = paging(first, offset)?;
-        let window = self.window;
-        let turns = with_database(ctx, |conn| async move {
-            insights::thumbs_down(&conn, window, first, offset).await
-        })
-        .await?;
+        let turns = self
+            .page(
+                ctx,
+                first,
+                offset,
+                |conn, window, first, offset| async move {
+                    insights::thumbs_down(&conn, window, first, offset).await
+                },
+            )
+            .await?;
         Ok(turns.into_iter().map(TurnInsight::from).collect())
     }
 
@@ -349,12 +377,16 @@ impl Insights {
         #[graphql(default = 20)] first: i32,
         #[graphql(default = 0)] offset: i32,
     ) -> async_graphql::Result<Vec<PageCitations>> {
-        let (first, offset) = paging(first, offset)?;
-        let window = self.window;
-        let pages = with_database(ctx, |conn| async move {
-            insights::most_cited(&conn, window, first, offset).await
-        })
-        .await?;
+        let pages = self
+            .page(
+                ctx,
+                first,
+                offset,
+                |conn, window, first, offset| async move {
+                    insights::most_cited(&conn, window, first, offset).await
+                },
+            )
+            .await?;
         Ok(pages
             .into_iter()
             .map(|p| PageCitations {
@@ -400,12 +432,16 @@ impl Insights {
         #[graphql(default = 20)] first: i32,
         #[graphql(default = 0)] offset: i32,
     ) -> async_graphql::Result<Vec<QuestionCount>> {
-        let (first, offset) = paging(first, offset)?;
-        let window = self.window;
-        let questions = with_database(ctx, |conn| async move {
-            insights::frequent_questions(&conn, window, first, offset).await
-        })
-        .await?;
+        let questions = self
+            .page(
+                ctx,
+                first,
+                offset,
+                |conn, window, first, offset| async move {
+                    insights::frequent_questions(&conn, window, first, offset).await
+                },
+            )
+            .await?;
         Ok(questions
             .into_iter()
             .map(|q| QuestionCount {
