@@ -441,18 +441,10 @@ pub async fn unanswered(
             values,
         ))
         .await?;
-    let mut turns = Vec::with_capacity(rows.len());
-    for row in rows {
-        turns.push(TurnInsight {
-            turn_id: row.try_get("", "turnId")?,
-            question: Some(row.try_get("", "question")?),
-            asked_at: Some(row.try_get("", "createdAt")?),
-            best_score: Some(row.try_get("", "bestScore")?),
-            comment: None,
-            rated_at: None,
-            cited: Vec::new(),
-        });
-    }
+    let turns = rows
+        .iter()
+        .map(|row| turn_of(row, false))
+        .collect::<Result<_, _>>()?;
     with_citations(conn, turns).await
 }
 
@@ -475,33 +467,73 @@ pub async fn thumbs_down(
             values,
         ))
         .await?;
-    let mut turns = Vec::with_capacity(rows.len());
-    for row in rows {
-        turns.push(TurnInsight {
-            turn_id: row.try_get("", "turnId")?,
-            question: row.try_get("", "question")?,
-            asked_at: row.try_get("", "createdAt")?,
-            best_score: row.try_get("", "bestScore")?,
-            comment: row.try_get("", "comment")?,
-            rated_at: Some(row.try_get("", "updatedAt")?),
-            cited: Vec::new(),
-        });
-    }
+    let turns = rows
+        .iter()
+        .map(|row| turn_of(row, true))
+        .collect::<Result<_, _>>()?;
     with_citations(conn, turns).await
 }
 
+/// A turn of [`unanswered`] or [`thumbs_down`]: its id, question, time and score (null
+/// for a rated turn that was not recorded), and for a rated one the comment and when.
+fn turn_of(row: &sea_orm::QueryResult, rated: bool) -> Result<TurnInsight, DbErr> {
+    Ok(TurnInsight {
+        turn_id: row.try_get("", "turnId")?,
+        question: row.try_get("", "question")?,
+        asked_at: row.try_get("", "createdAt")?,
+        best_score: row.try_get("", "bestScore")?,
+        comment: if rated {
+            row.try_get("", "comment")?
+        } else {
+            None
+        },
+        rated_at: if rated {
+            Some(row.try_get("", "updatedAt")?)
+        } else {
+            None
+        },
+        cited: Vec::new(),
+    })
+}
+
+/// The pages each turn cited, in order: one query for the whole page of turns.
 async fn with_citations(
     conn: &DatabaseConnection,
     mut turns: Vec<TurnInsight>,
 ) -> Result<Vec<TurnInsight>, DbErr> {
+    if turns.is_empty() {
+        return Ok(turns);
+    }
+    #[derive(FromQueryResult)]
+    struct CitationRow {
+        #[sea_orm(from_alias = "turnId")]
+        turn_id: String,
+        path: String,
+        url: Option<String>,
+        title: String,
+    }
+    let placeholders: Vec<String> = (1..=turns.len()).map(|n| format!("${n}")).collect();
+    let rows = CitationRow::find_by_statement(statement(
+        conn.get_database_backend(),
+        &format!(
+            r#"SELECT "turnId", path, url, title FROM insight_citation
+               WHERE "turnId" IN ({}) ORDER BY "turnId", position"#,
+            placeholders.join(", ")
+        ),
+        turns.iter().map(|t| t.turn_id.clone().into()).collect(),
+    ))
+    .all(conn)
+    .await?;
+    let mut cited: std::collections::HashMap<String, Vec<Citation>> = Default::default();
+    for row in rows {
+        cited.entry(row.turn_id).or_default().push(Citation {
+            path: row.path,
+            url: row.url,
+            title: row.title,
+        });
+    }
     for turn in &mut turns {
-        turn.cited = Citation::find_by_statement(statement(
-            conn.get_database_backend(),
-            r#"SELECT path, url, title FROM insight_citation WHERE "turnId" = $1 ORDER BY position"#,
-            vec![turn.turn_id.clone().into()],
-        ))
-        .all(conn)
-        .await?;
+        turn.cited = cited.remove(&turn.turn_id).unwrap_or_default();
     }
     Ok(turns)
 }
