@@ -103,7 +103,10 @@ fi
 peak_rss() { awk '/VmHWM/ {printf "%.0f MiB", $2/1024}' "/proc/$server_pid/status"; }
 # The server's CPU time so far (user + system), in seconds.
 cpu() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$server_pid/stat"; }
-rss() { awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' "/proc/$server_pid/status"; }
+# Resident memory, and how much of it is the heap (RssAnon) rather than the binary's own
+# pages mapped in as code paths first run (RssFile).
+rss() { awk '/VmRSS/ {t = $2} /RssAnon/ {a = $2} /RssFile/ {f = $2}
+  END {printf "%.1f MiB (heap %.1f, file %.1f)", t/1024, a/1024, f/1024}' "/proc/$server_pid/status"; }
 for scenario in "${scenarios[@]}"; do
   if [ "$scenario" = streams ]; then
     # A second server whose model is the fake that `streams` starts on port 8099.

@@ -42,11 +42,8 @@ pub const MAX_VARIABLES: usize = 64;
 /// many directives or variables. Parses the document (the request keeps it, so execution
 /// does not parse again); a document that does not parse is left for execution to report.
 pub fn check(request: &mut Request) -> Result<(), ServerError> {
-    if request.query.len() > MAX_QUERY_BYTES {
-        return Err(refusal(format!(
-            "the document is {} bytes long; at most {MAX_QUERY_BYTES} are accepted",
-            request.query.len()
-        )));
+    if let Some(refused) = length_refusal(&request.query) {
+        return Err(refused);
     }
     let nesting = nesting(&request.query);
     if nesting > MAX_NESTING {
@@ -69,6 +66,16 @@ pub fn check(request: &mut Request) -> Result<(), ServerError> {
         )));
     }
     Ok(())
+}
+
+/// The refusal of a document over [`MAX_QUERY_BYTES`], if it is.
+pub fn length_refusal(query: &str) -> Option<ServerError> {
+    (query.len() > MAX_QUERY_BYTES).then(|| {
+        refusal(format!(
+            "the document is {} bytes long; at most {MAX_QUERY_BYTES} are accepted",
+            query.len()
+        ))
+    })
 }
 
 fn refusal(message: String) -> ServerError {

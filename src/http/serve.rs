@@ -22,6 +22,12 @@ use tower::ServiceExt as _;
 
 use crate::config::Limits;
 
+/// The most an HTTP/1 connection buffers of what it reads: a request's head must fit in it,
+/// and a large body is read through it in pieces of this size. hyper's default (about
+/// 400 KB) lets every keep-alive connection that once carried a large body keep a buffer
+/// that size.
+const READ_BUFFER_BYTES: usize = 32 * 1024;
+
 /// How long shutdown waits for in-flight requests once the listener is closed.
 const DRAIN: Duration = Duration::from_secs(30);
 
@@ -39,7 +45,8 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(READ_BUFFER_BYTES);
     builder
         .http2()
         .timer(TokioTimer::new())

@@ -76,6 +76,16 @@ async fn amplifying_documents_are_refused_before_they_run() {
     // Long documents are not parsed at all.
     let long = format!("{}{}", "{a".repeat(60_000), "}".repeat(60_000));
     refused_as_bad_input(&app.graphql(&long, json!({})).await, "bytes long");
+    // A request head over 32 KiB is refused (431) and the server goes on.
+    let head = app
+        .client
+        .post(app.url("/graphql"))
+        .header("x-padding", "p".repeat(40 * 1024))
+        .json(&json!({ "query": "{ __typename }" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 431);
     // The server is fine, and ordinary documents with fragments pass.
     let fine = app
         .graphql(
