@@ -13,6 +13,8 @@
 # `hostile-each` (each document from one client, one after another) and `hostile` (a
 # flood of them beside the same /healthz readers):
 #   bench/run.sh healthz hostile-each hostile
+# `hostile-rate` is the flood held to BENCH_RATE requests a second (default 2,200: 2,000
+# documents and the 200 /healthz reads), so the cores are not all taken.
 #
 # Starts its own PostgreSQL cluster under $BENCH_DIR (kept between runs, so the 10k-reader
 # dataset is seeded once), starts the release server against it, seeds, runs each goose
@@ -74,6 +76,12 @@ if [ ! -d "$BENCH_DIR/data/qdrant" ]; then
   DATA_DIR="$BENCH_DIR/data" "$TARGET/release/lectern" ingest "$corpus" 2>/dev/null
 fi
 
+# SERVER_CPUS=1 CLIENT_CPUS=0: the server on one core, the load tool and the probes on the
+# other, as if they ran on another machine; PROBE_NICE=-15 (root) keeps the load tool
+# from starving the probes, which measure the server, not the client.
+server_cpus=${SERVER_CPUS:+taskset -c $SERVER_CPUS}
+client_cpus=${CLIENT_CPUS:+taskset -c $CLIENT_CPUS}
+probe_nice=${PROBE_NICE:+nice -n $PROBE_NICE}
 server_pid=
 stop_server() { [ -n "$server_pid" ] && kill -TERM "$server_pid" 2>/dev/null && wait "$server_pid" || true; server_pid=; }
 trap stop_server EXIT
@@ -82,7 +90,7 @@ DATABASE_MAX_CONNECTIONS=${DATABASE_MAX_CONNECTIONS:-20} \
 BIND_ADDR="127.0.0.1:$PORT" HEALTH_BIND_ADDR="127.0.0.1:$HEALTH_PORT" DATA_DIR="$BENCH_DIR/data" CORPUS_DIR="$corpus" \
 AUTH_RATE_LIMIT_PER_IP=0 AUTH_RATE_LIMIT_PER_EMAIL=0 CHAT_RATE_LIMIT_PER_IP=0 CHAT_RATE_LIMIT_PER_READER=0 \
   WS_MAX_CONNECTIONS_PER_IP=0 AUTH_HASH_QUEUE=${BENCH_HASH_QUEUE:-100000} RUST_LOG=warn \
-  "$TARGET/release/lectern" serve 2> "$BENCH_DIR/server.log" &
+  $server_cpus "$TARGET/release/lectern" serve 2> "$BENCH_DIR/server.log" &
 server_pid=$!
 for _ in $(seq 1 600); do
   curl -fs "$LECTERN_URL/readyz" | grep -q '"database":"up"' && break
@@ -134,17 +142,17 @@ for scenario in "${scenarios[@]}"; do
   echo "server RSS before $scenario: $(rss)"
   cpu_before=$(cpu)
   probes=()
-  if [ "$scenario" = hostile ] || [ "$scenario" = healthz ]; then
+  if [ "$scenario" = hostile ] || [ "$scenario" = hostile-rate ] || [ "$scenario" = healthz ]; then
     # Beside goose's own /healthz readers: a light reader of each port, from 5 s in.
     probe_seconds=$(( ${BENCH_SECONDS:-30} - 5 ))
     ( sleep 5
-      echo "API port $(python3 bench/healthz_probe.py 127.0.0.1 "$PORT" "$probe_seconds")" ) &
+      echo "API port $($client_cpus $probe_nice python3 bench/healthz_probe.py 127.0.0.1 "$PORT" "$probe_seconds")" ) &
     probes+=($!)
     ( sleep 5
-      echo "HEALTH_BIND_ADDR $(python3 bench/healthz_probe.py 127.0.0.1 "$HEALTH_PORT" "$probe_seconds")" ) &
+      echo "HEALTH_BIND_ADDR $($client_cpus $probe_nice python3 bench/healthz_probe.py 127.0.0.1 "$HEALTH_PORT" "$probe_seconds")" ) &
     probes+=($!)
   fi
-  "$TARGET/release/lectern-bench" "$scenario"
+  $client_cpus "$TARGET/release/lectern-bench" "$scenario"
   [ ${#probes[@]} -eq 0 ] || wait "${probes[@]}"
   echo "server RSS after $scenario: $(rss); peak so far: $(peak_rss); server CPU during it: $(awk -v a="$cpu_before" -v b="$(cpu)" 'BEGIN {printf "%.2f s", b - a}')"
   if [ "$scenario" = down ]; then pg_start; fi

@@ -532,8 +532,10 @@ async fn main() -> Result<(), GooseError> {
             ],
         ),
         // 50 clients sending hostile documents as fast as they are answered, beside the
-        // 10 `/healthz` readers of the `healthz` scenario.
-        "hostile" => (
+        // 10 `/healthz` readers of the `healthz` scenario. `hostile-rate`: the same, at
+        // most BENCH_RATE requests a second in all (a flood that leaves the cores some
+        // room, where `hostile` takes them all).
+        "hostile" | "hostile-rate" => (
             60,
             60,
             vec![
@@ -545,7 +547,7 @@ async fn main() -> Result<(), GooseError> {
         ),
         other => {
             panic!(
-                "unknown scenario {other}: history|saturation|login|login-shed|chat|down|healthz|hostile-each|hostile|tokens"
+                "unknown scenario {other}: history|saturation|login|login-shed|chat|down|healthz|hostile-each|hostile|hostile-rate|tokens"
             )
         }
     };
@@ -566,6 +568,10 @@ async fn main() -> Result<(), GooseError> {
     });
     let ceiling = ceiling;
     let mut goose = GooseAttack::initialize_with_config(GooseConfiguration::default())?;
+    if scenario == "hostile-rate" {
+        let rate: usize = env("BENCH_RATE", "2200").parse().expect("BENCH_RATE");
+        goose = *goose.set_default(GooseDefault::ThrottleRequests, rate)?;
+    }
     for s in attack {
         goose = goose.register_scenario(s);
     }
