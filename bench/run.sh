@@ -6,7 +6,10 @@
 # `login-shed`: the login storm against the default bounded hashing queue:
 #   BENCH_HASH_QUEUE=32 bench/run.sh login-shed
 # `streams`: 1000 chatStream subscriptions against a fake model streaming 300 tokens at
-# 30/s, then 10,000 idle signed-in WebSockets (bench/src/bin/streams.rs).
+# 30/s, then 10,000 idle signed-in WebSockets (bench/src/bin/streams.rs). Its server
+# can run under a profiler: a heap profile of 1000 open streams is
+#   cargo build --release -p lectern --features system-allocator
+#   STREAMS_WRAP="heaptrack -o /tmp/streams" IDLE=0 BENCH_SKIP_BUILD=1 bench/run.sh streams
 # `peer`: Lectern and PostGraphile side by side on the same data with wrk (bench/peer.sh).
 #
 # Also, for the security review's hostile documents: `healthz` (/healthz alone),
@@ -123,7 +126,7 @@ for scenario in "${scenarios[@]}"; do
     LLM_BASE_URL="http://127.0.0.1:8099/v1" LLM_MODEL=fake LLM_MAX_CONCURRENCY=100000 \
     RETRIEVAL_MIN_SCORE=0 CHAT_RATE_LIMIT_PER_IP=0 CHAT_RATE_LIMIT_PER_READER=0 \
     WS_MAX_CONNECTIONS_PER_IP=0 MAX_CONNECTIONS=19000 RUST_LOG=warn \
-      "$TARGET/release/lectern" serve 2> "$BENCH_DIR/streams-server.log" &
+      $STREAMS_WRAP "$TARGET/release/lectern" serve 2> "$BENCH_DIR/streams-server.log" &
     streams_pid=$!
     for _ in $(seq 1 120); do curl -fs http://127.0.0.1:8089/readyz >/dev/null && break; sleep 0.5; done
     "$TARGET/release/lectern-bench" tokens > "$BENCH_DIR/readers.tsv"

@@ -65,7 +65,10 @@ enum AdminAction {
     Revoke { email: String },
 }
 
-/// See Cargo.toml: per-thread heaps instead of glibc's contended arenas.
+/// See Cargo.toml: per-thread heaps instead of glibc's contended arenas. The
+/// `system-allocator` feature leaves it out, for heap profilers that watch `malloc`
+/// (`heaptrack`, docs/benchmarks.md §9).
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

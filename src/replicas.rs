@@ -158,7 +158,7 @@ pub async fn listen_for_ended_sessions(
 }
 
 /// A finished turn as kept in `lectern_turn`.
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Deserialize)]
 struct TurnRecord {
     sources: Vec<SourceRef>,
     deltas: Vec<String>,
@@ -169,6 +169,17 @@ struct TurnRecord {
     conversation_id: Option<String>,
     /// For a failed turn: `retrieval` (the only failure a turn reports after it started).
     failed: Option<String>,
+}
+
+/// [`TurnRecord`] as written, borrowed from the log.
+#[derive(serde::Serialize)]
+struct TurnRecordRef<'a> {
+    sources: &'a [SourceRef],
+    deltas: crate::chat::turns::Deltas<'a>,
+    answer: Option<&'a str>,
+    unanswered: bool,
+    conversation_id: Option<&'a str>,
+    failed: Option<&'static str>,
 }
 
 /// Finished turns in PostgreSQL, readable by every replica.
@@ -190,41 +201,45 @@ impl FinishedTurns {
     /// Keeps a finished turn; best effort (a turn that cannot be kept is still found on
     /// its own replica).
     pub async fn save(&self, log: &TurnLog) {
-        let mut record = TurnRecord {
-            sources: Vec::new(),
-            deltas: Vec::new(),
-            answer: None,
-            unanswered: false,
-            conversation_id: None,
-            failed: None,
-        };
-        for event in log.snapshot() {
-            match event {
-                ChatEvent::Sources(sources) => record.sources = sources,
-                ChatEvent::Delta(delta) => record.deltas.push(delta),
-                ChatEvent::Completed {
+        // Written straight from the log to one JSON string: a JSON value tree of the
+        // turn (and sea-orm's copy of it) took ~40 KB per 300-delta turn while a burst
+        // of finished turns waited for a connection (docs/benchmarks.md §9).
+        let json = log.with_parts(|parts| {
+            let (answer, unanswered, conversation_id, failed) = match parts.last {
+                Some(ChatEvent::Completed {
                     answer,
                     unanswered,
                     stored,
-                } => {
-                    record.answer = Some(answer);
-                    record.unanswered = unanswered;
-                    if let Stored::Kept(conversation) = stored {
-                        record.conversation_id = Some(conversation.id);
-                    }
+                }) => {
+                    let conversation = match stored {
+                        Stored::Kept(conversation) => Some(conversation.id.as_str()),
+                        _ => None,
+                    };
+                    (Some(answer.as_str()), *unanswered, conversation, None)
                 }
-                ChatEvent::Failed(ChatError::RetrievalUnavailable) => {
-                    record.failed = Some("retrieval".into());
+                Some(ChatEvent::Failed(ChatError::NotFound)) => {
+                    (None, false, None, Some("not_found"))
                 }
-                ChatEvent::Failed(ChatError::NotFound) => record.failed = Some("not_found".into()),
-            }
-        }
-        let Ok(json) = serde_json::to_value(&record) else {
+                Some(ChatEvent::Failed(ChatError::RetrievalUnavailable)) => {
+                    (None, false, None, Some("retrieval"))
+                }
+                _ => (None, false, None, None),
+            };
+            serde_json::to_string(&TurnRecordRef {
+                sources: parts.sources,
+                deltas: parts.deltas,
+                answer,
+                unanswered,
+                conversation_id,
+                failed,
+            })
+        });
+        let Ok(json) = json else {
             return;
         };
         let statement = Statement::from_sql_and_values(
             DbBackend::Postgres,
-            "INSERT INTO lectern_turn (id, owner, record) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO lectern_turn (id, owner, record) VALUES ($1, $2, $3::jsonb) ON CONFLICT (id) DO NOTHING",
             [
                 Value::from(log.id.clone()),
                 Value::from(log.owner.clone()),
@@ -245,7 +260,7 @@ impl FinishedTurns {
         uuid::Uuid::parse_str(id).ok()?;
         let statement = Statement::from_sql_and_values(
             DbBackend::Postgres,
-            "SELECT owner, record FROM lectern_turn \
+            "SELECT owner, record::text AS record FROM lectern_turn \
              WHERE id = $1 AND finished_at > now() - make_interval(secs => $2)",
             [
                 Value::from(id.to_owned()),
@@ -259,13 +274,13 @@ impl FinishedTurns {
                     return Ok(None);
                 };
                 let owner: Option<String> = row.try_get("", "owner")?;
-                let record: serde_json::Value = row.try_get("", "record")?;
+                let record: String = row.try_get("", "record")?;
                 Ok::<_, DbErr>(Some((owner, record)))
             })
             .await
             .ok()??;
         let (owner, record) = row;
-        let record: TurnRecord = serde_json::from_value(record).ok()?;
+        let record: TurnRecord = serde_json::from_str(&record).ok()?;
         let stored = match (&record.conversation_id, &owner) {
             (Some(conversation_id), Some(_)) => self.conversation(conversation_id).await,
             _ => Stored::NotKept,

@@ -84,6 +84,36 @@ impl Events {
     }
 }
 
+/// A turn's events, borrowed in their compact form (see [`TurnLog::with_parts`]).
+pub struct Parts<'a> {
+    pub sources: &'a [super::SourceRef],
+    pub deltas: Deltas<'a>,
+    /// `Completed` or `Failed`, once the turn has ended.
+    pub last: Option<&'a ChatEvent>,
+}
+
+/// An answer's deltas, in order, borrowed from the log; serialises as a list of strings.
+#[derive(Clone, Copy)]
+pub struct Deltas<'a> {
+    text: &'a str,
+    ends: &'a [usize],
+}
+
+impl<'a> Deltas<'a> {
+    pub fn iter(self) -> impl Iterator<Item = &'a str> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(self.ends.iter().copied())
+            .map(move |(start, end)| &self.text[start..end])
+    }
+}
+
+impl serde::Serialize for Deltas<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.iter())
+    }
+}
+
 impl ChatEvent {
     /// The last event of a turn.
     pub fn is_terminal(&self) -> bool {
@@ -127,6 +157,20 @@ impl TurnLog {
             *self.finished_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         }
         self.written.send_replace(written);
+    }
+
+    /// Runs `f` on the events written so far, without copying them (one event per delta
+    /// would be 300 strings for a typical answer).
+    pub fn with_parts<R>(&self, f: impl FnOnce(Parts<'_>) -> R) -> R {
+        let events = self.lock();
+        f(Parts {
+            sources: events.sources.as_deref().unwrap_or_default(),
+            deltas: Deltas {
+                text: &events.text,
+                ends: &events.ends,
+            },
+            last: events.last.as_ref(),
+        })
     }
 
     /// The events written so far.
@@ -236,6 +280,22 @@ mod tests {
             unanswered: false,
             stored: Stored::NotKept,
         }
+    }
+
+    #[test]
+    fn parts_lend_the_deltas_in_order_as_written() {
+        let registry = TurnRegistry::new(Duration::from_secs(60), 10);
+        let log = registry.start(None);
+        for delta in ["Bees ", "", "make ", "hon\u{e9}y."] {
+            log.push(ChatEvent::Delta(delta.into()));
+        }
+        log.push(completed());
+        let json = log.with_parts(|parts| {
+            assert!(parts.sources.is_empty());
+            assert!(matches!(parts.last, Some(ChatEvent::Completed { .. })));
+            serde_json::to_string(&parts.deltas).unwrap()
+        });
+        assert_eq!(json, "[\"Bees \",\"\",\"make \",\"hon\u{e9}y.\"]");
     }
 
     #[tokio::test]

@@ -276,9 +276,8 @@ async fn request_hygiene() {
     let refusal: Value = response.json().await.unwrap();
     assert_eq!(error_codes(&refusal), ["BAD_USER_INPUT"], "{refusal}");
     // And so are bodies that do not say their length, once they pass it.
-    let chunks = futures_util::stream::iter(
-        (0..20).map(|_| Ok::<_, std::io::Error>(vec![b' '; 16 * 1024])),
-    );
+    let chunks =
+        futures_util::stream::iter((0..20).map(|_| Ok::<_, std::io::Error>(vec![b' '; 16 * 1024])));
     let response = app
         .client
         .post(app.url("/graphql"))
