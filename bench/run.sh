@@ -126,7 +126,7 @@ for scenario in "${scenarios[@]}"; do
     LLM_BASE_URL="http://127.0.0.1:8099/v1" LLM_MODEL=fake LLM_MAX_CONCURRENCY=100000 \
     RETRIEVAL_MIN_SCORE=0 CHAT_RATE_LIMIT_PER_IP=0 CHAT_RATE_LIMIT_PER_READER=0 \
     WS_MAX_CONNECTIONS_PER_IP=0 MAX_CONNECTIONS=19000 RUST_LOG=warn \
-      $STREAMS_WRAP "$TARGET/release/lectern" serve 2> "$BENCH_DIR/streams-server.log" &
+      ${STREAMS_WRAP:-} "$TARGET/release/lectern" serve 2> "$BENCH_DIR/streams-server.log" &
     streams_pid=$!
     for _ in $(seq 1 120); do curl -fs http://127.0.0.1:8089/readyz >/dev/null && break; sleep 0.5; done
     "$TARGET/release/lectern-bench" tokens > "$BENCH_DIR/readers.tsv"

@@ -338,7 +338,7 @@ impl ChatService {
                 // The model call ends with the turn, before it is shared.
                 drop(model_call);
                 if let Some(finished) = &service.finished {
-                    finished.save(&writer).await;
+                    Box::pin(finished.save(&writer)).await;
                 }
             },
             span,
@@ -358,11 +358,10 @@ impl ChatService {
         let mut earlier: Vec<(String, String)> = Vec::new();
         if let (Asker::Reader(user_id), Some(conversation_id)) = (&asker, &request.conversation_id)
         {
-            let loaded = db
-                .run(|conn| async move {
-                    history::last_messages(&conn, user_id, conversation_id, HISTORY_MESSAGES).await
-                })
-                .await;
+            let loaded = Box::pin(db.run(|conn| async move {
+                history::last_messages(&conn, user_id, conversation_id, HISTORY_MESSAGES).await
+            }))
+            .await;
             match loaded {
                 Ok(messages) => {
                     earlier = messages.into_iter().map(|m| (m.role, m.content)).collect()
@@ -382,14 +381,12 @@ impl ChatService {
             None => request.message.clone(),
         };
         let started = std::time::Instant::now();
-        let found =
-            self.retriever
-                .search(&query, PASSAGES)
-                .await
-                .map_err(|e: RetrievalError| {
-                    tracing::error!(error = %e, "retrieval failed");
-                    ChatError::RetrievalUnavailable
-                })?;
+        let found = Box::pin(self.retriever.search(&query, PASSAGES))
+            .await
+            .map_err(|e: RetrievalError| {
+                tracing::error!(error = %e, "retrieval failed");
+                ChatError::RetrievalUnavailable
+            })?;
         metrics::histogram!("lectern_retrieval_duration_seconds").record(started.elapsed());
         let passages = found.passages;
         let sources: Vec<SourceRef> = passages
@@ -435,46 +432,44 @@ impl ChatService {
             sources: serde_json::to_value(&sources).unwrap_or_else(|_| serde_json::json!([])),
             unanswered,
         };
+        // The awaits before and after the answer are boxed: this future lives as long as
+        // the turn streams, and unboxed it would keep their state (several KB) all along.
         let conversation_id = request.conversation_id.as_deref();
         let stored = match asker {
             Asker::Anonymous => Stored::NotKept,
             // A Better Auth session cannot be named without the database.
             Asker::Unverified(None) => Stored::DatabaseUnavailable,
             Asker::Unverified(Some(claimed)) => {
-                self.keep_for_later(
+                Box::pin(self.keep_for_later(
                     turn,
                     claimed.user_id,
                     Some(claimed.session_id),
                     conversation_id,
-                )
+                ))
                 .await
             }
             Asker::Reader(user_id) if history_unavailable => {
-                self.keep_for_later(turn, user_id, None, conversation_id)
-                    .await
+                Box::pin(self.keep_for_later(turn, user_id, None, conversation_id)).await
             }
-            Asker::Reader(user_id) => match self
-                .store(db, &user_id, conversation_id, turn.clone())
-                .await
-            {
-                Stored::DatabaseUnavailable => {
-                    self.keep_for_later(turn, user_id, None, conversation_id)
-                        .await
+            Asker::Reader(user_id) => {
+                match Box::pin(self.store(db, &user_id, conversation_id, turn.clone())).await {
+                    Stored::DatabaseUnavailable => {
+                        Box::pin(self.keep_for_later(turn, user_id, None, conversation_id)).await
+                    }
+                    stored => stored,
                 }
-                stored => stored,
-            },
+            }
         };
         if self.record_insights {
             // Before `Completed`, so the turn can be rated as soon as it is answered.
             let (question, relevance) = (request.message.as_str(), found.relevance);
-            let recorded = db
-                .run(|conn| async move {
-                    crate::insights::record_turn(
-                        &conn, turn_id, question, &sources, relevance, unanswered,
-                    )
-                    .await
-                })
-                .await;
+            let recorded = Box::pin(db.run(|conn| async move {
+                crate::insights::record_turn(
+                    &conn, turn_id, question, &sources, relevance, unanswered,
+                )
+                .await
+            }))
+            .await;
             if recorded.is_err() {
                 tracing::debug!("the turn could not be recorded for insights");
             }

@@ -384,7 +384,9 @@ impl ChatSubscription {
         ctx: &Context<'_>,
         input: ChatInput,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<ChatEvent>> + use<>> {
-        let log = begin(ctx, input).await?.start(ctx)?;
+        // Boxed: the subscription's stream keeps its resolver's state for as long as it
+        // runs, and the checks before a turn starts are most of that state.
+        let log = Box::pin(begin(ctx, input)).await?.start(ctx)?;
         Ok(events(log, 0, true))
     }
 
@@ -399,7 +401,7 @@ impl ChatSubscription {
         turn_id: ID,
         after_seq: Option<i32>,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<ChatEvent>> + use<>> {
-        let (log, is_owner) = find_turn(ctx, &turn_id).await?;
+        let (log, is_owner) = Box::pin(find_turn(ctx, &turn_id)).await?;
         let after = usize::try_from(after_seq.unwrap_or(0)).unwrap_or(0);
         Ok(events(log, after, is_owner))
     }

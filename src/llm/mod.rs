@@ -135,7 +135,7 @@ impl Generator {
             on_delta(&text);
             return (text, AnswerKind::Extractive);
         };
-        let outcome = model.complete(&prompt(input), &mut on_delta).await;
+        let outcome = model.complete(prompt(input), &mut on_delta).await;
         self.last_call_ok.store(outcome.is_ok(), Ordering::Relaxed);
         match outcome {
             Ok(text) if !text.trim().is_empty() => (text, AnswerKind::Model),

@@ -23,6 +23,15 @@ pub struct ChatMessage {
     pub content: String,
 }
 
+/// The body of a chat completion request.
+#[derive(serde::Serialize)]
+struct CompletionRequest<'a> {
+    model: &'a str,
+    messages: &'a [ChatMessage],
+    stream: bool,
+    temperature: f32,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LlmError {
     #[error("model request failed: {0}")]
@@ -70,13 +79,26 @@ impl ChatModel {
     /// Streams a completion, calling `on_delta` for every piece of text, and returns the
     /// whole text. An error after some text has streamed is returned with that text, so
     /// the caller can keep what the reader already saw.
+    ///
+    /// The messages are dropped once the model has answered, not held while the answer
+    /// streams (the passages in them are a few KB per open stream).
     pub async fn complete(
         &self,
-        messages: &[ChatMessage],
+        messages: Vec<ChatMessage>,
         mut on_delta: impl FnMut(&str),
     ) -> Result<String, (LlmError, String)> {
-        let response = self
-            .send_with_retries(messages)
+        let body = CompletionRequest {
+            model: &self.service.model,
+            messages: &messages,
+            stream: true,
+            temperature: 0.2,
+        };
+        let body = match serde_json::to_vec(&body) {
+            Ok(body) => hyper::body::Bytes::from(body),
+            Err(e) => return Err((LlmError::Protocol(e.to_string()), String::new())),
+        };
+        drop(messages);
+        let response = Box::pin(self.send_with_retries(body))
             .await
             .map_err(|e| (e, String::new()))?;
         // A maintained SSE parser: events split across network chunks (a character's
@@ -125,21 +147,16 @@ impl ChatModel {
 
     async fn send_with_retries(
         &self,
-        messages: &[ChatMessage],
+        body: hyper::body::Bytes,
     ) -> Result<reqwest::Response, LlmError> {
-        let body = serde_json::json!({
-            "model": self.service.model,
-            "messages": messages,
-            "stream": true,
-            "temperature": 0.2,
-        });
         let mut backoff = BACKOFF_START;
         let mut last_error = LlmError::Request("no attempt made".into());
         for attempt in 1..=ATTEMPTS {
             let mut request = self
                 .http
                 .post(format!("{}/chat/completions", self.service.base_url))
-                .json(&body);
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone());
             if let Some(key) = &self.service.api_key {
                 request = request.bearer_auth(key.expose());
             }

@@ -524,18 +524,23 @@ fn split(dense: Option<(DenseEmbedder, usize)>) -> (Option<DenseEmbedder>, Optio
 /// At most `per_page` passages of one page, best first, `limit` in all.
 fn diverse(candidates: Vec<Hit>, limit: usize, per_page: usize) -> Vec<Passage> {
     let mut taken: HashMap<(String, String), usize> = HashMap::new();
-    candidates
-        .into_iter()
-        .filter(|hit| {
-            let count = taken
-                .entry((hit.payload.root.clone(), hit.payload.path.clone()))
-                .or_insert(0);
-            *count += 1;
-            *count <= per_page
-        })
-        .take(limit)
-        .map(Passage::from)
-        .collect()
+    // Into a vector of its own: collecting in place would keep the candidates' whole
+    // buffer (about 10 KB) for the five passages a chat turn holds while it streams.
+    let mut passages = Vec::with_capacity(limit.min(candidates.len()));
+    passages.extend(
+        candidates
+            .into_iter()
+            .filter(|hit| {
+                let count = taken
+                    .entry((hit.payload.root.clone(), hit.payload.path.clone()))
+                    .or_insert(0);
+                *count += 1;
+                *count <= per_page
+            })
+            .take(limit)
+            .map(Passage::from),
+    );
+    passages
 }
 
 /// A page's words, whatever its markup: what makes two pages duplicates.
