@@ -80,11 +80,14 @@ if [ ! -d "$BENCH_DIR/data/qdrant" ]; then
 fi
 
 # SERVER_CPUS=1 CLIENT_CPUS=0: the server on one core, the load tool and the probes on the
-# other, as if they ran on another machine; PROBE_NICE=-15 (root) keeps the load tool
-# from starving the probes, which measure the server, not the client.
+# other, as if they ran on another machine. PROBE_WRAP="chrt -f 50" (root) runs the
+# probes ahead of the load tool, so they measure the server and not their own wait for a
+# core beside goose. SERVER_WRAP="setpriv --bounding-set -sys_nice" starts the server
+# without CAP_SYS_NICE, so its probe thread gets ordinary scheduling.
 server_cpus=${SERVER_CPUS:+taskset -c $SERVER_CPUS}
 client_cpus=${CLIENT_CPUS:+taskset -c $CLIENT_CPUS}
-probe_nice=${PROBE_NICE:+nice -n $PROBE_NICE}
+probe_wrap=${PROBE_WRAP:-}
+server_wrap=${SERVER_WRAP:-}
 server_pid=
 stop_server() { [ -n "$server_pid" ] && kill -TERM "$server_pid" 2>/dev/null && wait "$server_pid" || true; server_pid=; }
 trap stop_server EXIT
@@ -93,7 +96,7 @@ DATABASE_MAX_CONNECTIONS=${DATABASE_MAX_CONNECTIONS:-20} \
 BIND_ADDR="127.0.0.1:$PORT" HEALTH_BIND_ADDR="127.0.0.1:$HEALTH_PORT" DATA_DIR="$BENCH_DIR/data" CORPUS_DIR="$corpus" \
 AUTH_RATE_LIMIT_PER_IP=0 AUTH_RATE_LIMIT_PER_EMAIL=0 CHAT_RATE_LIMIT_PER_IP=0 CHAT_RATE_LIMIT_PER_READER=0 \
   WS_MAX_CONNECTIONS_PER_IP=0 AUTH_HASH_QUEUE=${BENCH_HASH_QUEUE:-100000} RUST_LOG=warn \
-  $server_cpus "$TARGET/release/lectern" serve 2> "$BENCH_DIR/server.log" &
+  $server_cpus $server_wrap "$TARGET/release/lectern" serve 2> "$BENCH_DIR/server.log" &
 server_pid=$!
 for _ in $(seq 1 600); do
   curl -fs "$LECTERN_URL/readyz" | grep -q '"database":"up"' && break
@@ -149,10 +152,10 @@ for scenario in "${scenarios[@]}"; do
     # Beside goose's own /healthz readers: a light reader of each port, from 5 s in.
     probe_seconds=$(( ${BENCH_SECONDS:-30} - 5 ))
     ( sleep 5
-      echo "API port $($client_cpus $probe_nice python3 bench/healthz_probe.py 127.0.0.1 "$PORT" "$probe_seconds")" ) &
+      echo "API port $($client_cpus $probe_wrap python3 bench/healthz_probe.py 127.0.0.1 "$PORT" "$probe_seconds")" ) &
     probes+=($!)
     ( sleep 5
-      echo "HEALTH_BIND_ADDR $($client_cpus $probe_nice python3 bench/healthz_probe.py 127.0.0.1 "$HEALTH_PORT" "$probe_seconds")" ) &
+      echo "HEALTH_BIND_ADDR $($client_cpus $probe_wrap python3 bench/healthz_probe.py 127.0.0.1 "$HEALTH_PORT" "$probe_seconds")" ) &
     probes+=($!)
   fi
   $client_cpus "$TARGET/release/lectern-bench" "$scenario"

@@ -470,7 +470,48 @@ async fn probes_have_a_listener_of_their_own() {
             .contains("lectern_database_up")
     );
     assert_eq!(get("/graphql").await.status(), 404, "only the probes");
+    // Its thread runs ahead of the API's workers when the process may have real-time
+    // scheduling (CAP_SYS_NICE, as root in CI), and as any other thread when not.
+    #[cfg(target_os = "linux")]
+    {
+        const SCHED_OTHER: u32 = 0;
+        const SCHED_FIFO: u32 = 1;
+        let expected = if may_have_real_time() {
+            SCHED_FIFO
+        } else {
+            SCHED_OTHER
+        };
+        assert_eq!(probe_thread_policy(), Some(expected));
+    }
     app.shutdown().await;
+}
+
+/// The scheduling policy of this process's `lectern-probes` thread (field 41 of its
+/// `/proc` stat line).
+#[cfg(target_os = "linux")]
+fn probe_thread_policy() -> Option<u32> {
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() != "lectern-probes" {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+        // Fields after the name (which ends with ')') start at field 3.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        return fields.get(41 - 3)?.parse().ok();
+    }
+    None
+}
+
+/// Whether this process holds CAP_SYS_NICE (bit 23 of its effective capabilities).
+#[cfg(target_os = "linux")]
+fn may_have_real_time() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << 23) != 0)
 }
 
 /// A flood from one address is read and checked a few requests at a time: the rest wait,
