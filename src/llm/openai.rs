@@ -14,6 +14,8 @@ use crate::config::ModelService;
 /// Attempts per completion, the first included.
 const ATTEMPTS: u32 = 3;
 const BACKOFF_START: Duration = Duration::from_millis(250);
+/// Idle connections to the model kept for reuse.
+const IDLE_CONNECTIONS: usize = 32;
 /// Longest wait between attempts, whatever `Retry-After` asks for.
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
 
@@ -71,6 +73,11 @@ impl ChatModel {
     pub fn new(service: ModelService) -> Self {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
+            // After a burst of answers, keep a few connections for the next questions,
+            // not one per stream of the burst (each holds ~25 KB of buffers, more with
+            // TLS) for reqwest's default 90 s.
+            .pool_max_idle_per_host(IDLE_CONNECTIONS)
+            .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .expect("a TLS-capable HTTP client builds");
         Self { http, service }

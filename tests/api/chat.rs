@@ -843,3 +843,70 @@ async fn dropped_streams_resume_where_they_left_off() {
     assert_eq!(error_codes(&expired), ["NOT_FOUND"], "{expired}");
     app.shutdown().await;
 }
+
+/// After a burst of answers, the server keeps a few connections to the model for the
+/// next questions, not one per answer of the burst (each holds buffers, more with TLS).
+#[tokio::test]
+async fn a_burst_of_answers_leaves_a_few_model_connections_open() {
+    let fake = FakeLlm::start(Mode::Stream {
+        pieces: vec!["Neap tides ".into(), "come from right angles [1].".into()],
+        delay: Duration::from_millis(300),
+    })
+    .await;
+    let port = fake
+        .base_url
+        .trim_start_matches("http://127.0.0.1:")
+        .trim_end_matches("/v1")
+        .parse::<u16>()
+        .unwrap();
+    let mut extra = fake.llm_settings();
+    extra.extend([
+        ("CHAT_RATE_LIMIT_PER_IP", "0".to_owned()),
+        ("LLM_MAX_CONCURRENCY", "100".to_owned()),
+    ]);
+    let app = spawn_app(Backend::Sqlite, &settings(&extra)).await.unwrap();
+    let burst = (0..48).map(|_| ask(&app, None, json!({ "message": "What causes neap tides?" })));
+    // Mid-answer (each waits 300 ms for its first piece), every answer has its own.
+    let during = async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        established_to(port)
+    };
+    let (answers, during) = tokio::join!(futures_util::future::join_all(burst), during);
+    assert!(
+        during >= 48,
+        "the answers run side by side, each on a connection of its own: {during}"
+    );
+    for answer in answers {
+        assert_eq!(
+            answer["data"]["chat"]["answer"], "Neap tides come from right angles [1].",
+            "{answer}"
+        );
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            established_to(port) <= 32
+        })
+        .await,
+        "the connections beyond 32 are closed once the burst is over: {} open",
+        established_to(port)
+    );
+    app.shutdown().await;
+}
+
+/// Established TCP connections (IPv4) whose local port is `port`: the model's side of
+/// the connections made to it.
+fn established_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local_port = fields
+                .get(1)
+                .and_then(|a| a.rsplit_once(':'))
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            local_port == Some(port) && fields.get(3) == Some(&"01")
+        })
+        .count()
+}
