@@ -265,6 +265,7 @@ impl Application {
                 stopping: CancellationToken::new(),
                 ws_connections: http::ws::ConnectionCounts::default(),
                 admission: admission.map(Arc::new),
+                large_bodies: Arc::new(tokio::sync::Semaphore::new(http::LARGE_BODY_READS)),
                 documents: Arc::default(),
                 websockets: tokio_util::task::TaskTracker::new(),
             },

@@ -49,6 +49,14 @@ use crate::graphql::health::Health;
 /// (unread when its `Content-Length` says so).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
+/// A body over this size is read only with one of [`LARGE_BODY_READS`] permits: a
+/// legitimate request stays under it (a 4,000-character question with a 10,000-character
+/// selection is at most 40 KB of UTF-8), so the permits bound what a flood of large
+/// bodies makes the server hold at once, whatever `MAX_CONNECTIONS` allows.
+pub const LARGE_BODY_BYTES: usize = 64 * 1024;
+/// Requests that may be past [`LARGE_BODY_BYTES`] of body at once, server-wide.
+pub const LARGE_BODY_READS: usize = 4;
+
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// What every handler can reach.
@@ -76,6 +84,8 @@ pub struct AppState {
     /// GraphQL requests of one client address read and checked at once (`None`: no
     /// bound).
     pub admission: Option<Arc<admission::Admission>>,
+    /// Requests allowed to hold more than [`LARGE_BODY_BYTES`] of body at once.
+    pub large_bodies: Arc<tokio::sync::Semaphore>,
     /// Open WebSocket connections, so shutdown can wait for them to close.
     pub websockets: tokio_util::task::TaskTracker,
 }
@@ -173,6 +183,23 @@ fn request_error(status: StatusCode, message: String) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// `RATE_LIMITED` (503, retry in a second): too many large bodies are being read.
+fn busy() -> Response {
+    let body = serde_json::json!({
+        "data": null,
+        "errors": [{
+            "message": "too many large requests at once; retry in 1 s",
+            "extensions": { "code": ErrorCode::RateLimited.as_str(), "retryAfter": 1 },
+        }],
+    });
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, HeaderValue::from_static("1"))],
+        Json(body),
+    )
+        .into_response()
+}
+
 async fn graphql_handler(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -195,7 +222,8 @@ async fn graphql_handler(
         _ => None,
     };
     let started = std::time::Instant::now();
-    let request = match read_request(&headers, body).await {
+    let wait = state.settings.limits.body_timeout;
+    let request = match read_request(&headers, body, &state.large_bodies, wait).await {
         Ok(request) => request,
         Err(Unread::Refused(refused)) => {
             let response = async_graphql::Response::from_errors(vec![refused]);
@@ -203,6 +231,7 @@ async fn graphql_handler(
             return GraphQLResponse::from(response).into_response();
         }
         Err(Unread::Error(status, why)) => return request_error(status, why),
+        Err(Unread::Busy) => return busy(),
     };
     let viewer = Viewer::from_headers(&headers, &state.auth.keys, state.better_auth.as_deref());
     let mut request = request
@@ -228,16 +257,21 @@ enum Unread {
     Error(StatusCode, String),
     /// A request whose document the limits refuse: answered like any refused document.
     Refused(async_graphql::ServerError),
+    /// No large-body permit came free in time.
+    Busy,
 }
 
 /// Reads a GraphQL request body: refused unread when it declares more than
-/// [`MAX_BODY_BYTES`], read into one buffer of its own size otherwise, and a document
-/// over the length limit is refused from a borrowed look at the body, before it is copied
-/// into a request (a hostile 180 KB document costs one buffer, not four).
+/// [`MAX_BODY_BYTES`]; past [`LARGE_BODY_BYTES`] read only with a large-body permit
+/// (waited for at most `wait`, then `RATE_LIMITED`); and a document over the length limit
+/// is refused from a borrowed look at the body, before it is copied into a request.
 async fn read_request(
     headers: &HeaderMap,
     body: axum::extract::Request,
+    large_bodies: &tokio::sync::Semaphore,
+    wait: Duration,
 ) -> Result<async_graphql::Request, Unread> {
+    use http_body_util::BodyExt as _;
     let too_large = || {
         Unread::Error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -251,19 +285,37 @@ async fn read_request(
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         return Err(too_large());
     }
-    let bytes = match axum::body::to_bytes(body.into_body(), MAX_BODY_BYTES).await {
-        Ok(bytes) => bytes,
-        Err(e) => {
-            let source = std::error::Error::source(&e);
-            if source.is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
-                return Err(too_large());
-            }
-            return Err(Unread::Error(
-                StatusCode::BAD_REQUEST,
-                format!("the request could not be read: {e}"),
-            ));
+    let large_permit = || async {
+        match tokio::time::timeout(wait, large_bodies.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(Unread::Busy),
         }
     };
+    let mut permit = None;
+    if declared.is_some_and(|n| n > LARGE_BODY_BYTES as u64) {
+        permit = Some(large_permit().await?);
+    }
+    let mut body = body.into_body();
+    let mut bytes = Vec::with_capacity(declared.map_or(0, |n| n as usize));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            Unread::Error(
+                StatusCode::BAD_REQUEST,
+                format!("the request could not be read: {e}"),
+            )
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let length = bytes.len() + data.len();
+        if length > MAX_BODY_BYTES {
+            return Err(too_large());
+        }
+        if length > LARGE_BODY_BYTES && permit.is_none() {
+            permit = Some(large_permit().await?);
+        }
+        bytes.extend_from_slice(&data);
+    }
     if bytes.len() > crate::graphql::limits::MAX_QUERY_BYTES {
         #[derive(serde::Deserialize)]
         struct Peek<'a> {

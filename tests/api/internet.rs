@@ -868,3 +868,69 @@ async fn ingest_stays_inside_its_root_and_cites_relative_paths() {
     );
     app.shutdown().await;
 }
+
+/// Bodies over 64 KiB are read a few at a time server-wide, so a flood of large bodies
+/// cannot make the server hold them all at once: past the bound a large request waits
+/// (at most the body timeout) and is then answered `RATE_LIMITED`, while small requests
+/// are served at once.
+#[tokio::test]
+async fn large_bodies_are_read_a_few_at_a_time() {
+    let app = spawn_app_with_url(Backend::Sqlite, None, &[("HTTP_BODY_TIMEOUT_SECS", "2")]).await;
+    // A valid request over 64 KiB (its document is over the length limit, so once read
+    // it is refused as such).
+    let long = json!({ "query": format!("{{ {} }}", "__typename ".repeat(10_000)) }).to_string();
+    assert!(long.len() > lectern::http::LARGE_BODY_BYTES);
+    let large = || {
+        app.client
+            .post(app.url("/graphql"))
+            .header("content-type", "application/json")
+            .body(long.clone())
+            .send()
+    };
+    // Every permit taken by a large body that trickles in, a byte at a time.
+    let mut slow = Vec::new();
+    for _ in 0..lectern::http::LARGE_BODY_READS {
+        let mut socket = TcpStream::connect(app.addr).await.unwrap();
+        let head = format!(
+            "POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            long.len()
+        );
+        socket.write_all(head.as_bytes()).await.unwrap();
+        slow.push(socket);
+    }
+    let trickle = tokio::spawn(async move {
+        for i in 0..=12 {
+            for socket in &mut slow {
+                let byte = if i == 0 { b"{" } else { b" " };
+                if socket.write_all(byte).await.is_err() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        // About 4 s; dropping the sockets frees the permits.
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let waiting = large();
+    let small = app.graphql("{ __typename }", json!({}));
+    let (waiting, small) = tokio::join!(waiting, small);
+    assert_eq!(small["data"]["__typename"], "Query", "small bodies pass");
+    let waiting = waiting.unwrap();
+    assert_eq!(waiting.status(), 503);
+    assert_eq!(waiting.headers()["retry-after"], "1");
+    let answer: Value = waiting.json().await.unwrap();
+    assert_eq!(error_codes(&answer), ["RATE_LIMITED"], "{answer}");
+    assert_eq!(answer["errors"][0]["extensions"]["retryAfter"], 1);
+    trickle.await.unwrap();
+    // With the permits free again, a large body is read and answered.
+    let answer: Value = large().await.unwrap().json().await.unwrap();
+    assert_eq!(error_codes(&answer), ["BAD_USER_INPUT"], "{answer}");
+    assert!(
+        answer["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("bytes long"),
+        "{answer}"
+    );
+    app.shutdown().await;
+}
