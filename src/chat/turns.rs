@@ -39,8 +39,9 @@ pub struct TurnLog {
 struct Events {
     sources: Option<Vec<super::SourceRef>>,
     text: String,
-    /// Where each delta ends in `text`.
-    ends: Vec<usize>,
+    /// Where each delta ends in `text` (as `u32`: half the size, and an answer is never
+    /// near 4 GB; a delta that would pass it is dropped).
+    ends: Vec<u32>,
     last: Option<ChatEvent>,
 }
 
@@ -54,8 +55,11 @@ impl Events {
             // Sources come first; a turn never sends them after a delta.
             ChatEvent::Sources(sources) => self.sources = Some(sources),
             ChatEvent::Delta(delta) => {
+                let Ok(end) = u32::try_from(self.text.len() + delta.len()) else {
+                    return;
+                };
                 self.text.push_str(&delta);
-                self.ends.push(self.text.len());
+                self.ends.push(end);
             }
             terminal => {
                 self.last = Some(terminal);
@@ -74,8 +78,9 @@ impl Events {
             i -= 1;
         }
         if i < self.ends.len() {
-            let start = if i == 0 { 0 } else { self.ends[i - 1] };
-            return Some(ChatEvent::Delta(self.text[start..self.ends[i]].to_owned()));
+            let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+            let end = self.ends[i] as usize;
+            return Some(ChatEvent::Delta(self.text[start..end].to_owned()));
         }
         if i == self.ends.len() {
             return self.last.clone();
@@ -96,14 +101,15 @@ pub struct Parts<'a> {
 #[derive(Clone, Copy)]
 pub struct Deltas<'a> {
     text: &'a str,
-    ends: &'a [usize],
+    ends: &'a [u32],
 }
 
 impl<'a> Deltas<'a> {
     pub fn iter(self) -> impl Iterator<Item = &'a str> {
-        let starts = std::iter::once(0).chain(self.ends.iter().copied());
-        starts
-            .zip(self.ends.iter().copied())
+        let ends = self.ends.iter().map(|&end| end as usize);
+        std::iter::once(0)
+            .chain(ends.clone())
+            .zip(ends)
             .map(move |(start, end)| &self.text[start..end])
     }
 }
