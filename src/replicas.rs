@@ -286,7 +286,7 @@ impl FinishedTurns {
             _ => Stored::NotKept,
         };
         let log = Arc::new(TurnLog::finished(id.to_owned(), owner));
-        log.push(ChatEvent::Sources(record.sources));
+        log.push(ChatEvent::Sources(record.sources.into()));
         for delta in record.deltas {
             log.push(ChatEvent::Delta(delta));
         }

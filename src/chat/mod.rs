@@ -205,7 +205,8 @@ pub enum Stored {
 /// The events of one turn, in order: sources, deltas, completed (or failed).
 #[derive(Debug, Clone)]
 pub enum ChatEvent {
-    Sources(Vec<SourceRef>),
+    /// Shared: the turn keeps them, and so does its log, for as long as it streams.
+    Sources(Arc<[SourceRef]>),
     Delta(String),
     Completed {
         answer: String,
@@ -389,7 +390,7 @@ impl ChatService {
             })?;
         metrics::histogram!("lectern_retrieval_duration_seconds").record(started.elapsed());
         let passages = found.passages;
-        let sources: Vec<SourceRef> = passages
+        let sources: Arc<[SourceRef]> = passages
             .iter()
             .map(|p| SourceRef::new(p, self.site_url.as_deref()))
             .collect();

@@ -37,7 +37,7 @@ pub struct TurnLog {
 /// retrieval got that far), the deltas, the terminal event.
 #[derive(Default)]
 struct Events {
-    sources: Option<Vec<super::SourceRef>>,
+    sources: Option<Arc<[super::SourceRef]>>,
     text: String,
     /// Where each delta ends in `text` (as `u32`: half the size, and an answer is never
     /// near 4 GB; a delta that would pass it is dropped).
@@ -308,7 +308,7 @@ mod tests {
     async fn followers_get_every_event_whenever_they_join() {
         let registry = TurnRegistry::new(Duration::from_secs(60), 10);
         let log = registry.start(None);
-        log.push(ChatEvent::Sources(vec![]));
+        log.push(ChatEvent::Sources(Arc::new([])));
         log.push(ChatEvent::Delta("a".into()));
         let early = tokio::spawn(log.clone().follow().collect::<Vec<_>>());
         log.push(ChatEvent::Delta("b".into()));
@@ -325,7 +325,7 @@ mod tests {
     fn a_log_gives_back_every_event_as_written() {
         let registry = TurnRegistry::new(Duration::from_secs(60), 10);
         let log = registry.start(None);
-        log.push(ChatEvent::Sources(vec![]));
+        log.push(ChatEvent::Sources(Arc::new([])));
         for piece in ["Tides ", "follow ", "the moon."] {
             log.push(ChatEvent::Delta(piece.into()));
         }

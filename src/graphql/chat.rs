@@ -348,7 +348,7 @@ impl ChatMutation {
         let mut sources = Vec::new();
         while let Some((_, event)) = events.next().await {
             match event {
-                TurnEvent::Sources(s) => sources = s,
+                TurnEvent::Sources(s) => sources = s.to_vec(),
                 TurnEvent::Delta(_) => {}
                 TurnEvent::Completed {
                     answer,
