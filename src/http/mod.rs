@@ -56,6 +56,8 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 pub const LARGE_BODY_BYTES: usize = 64 * 1024;
 /// Requests that may be past [`LARGE_BODY_BYTES`] of body at once, server-wide.
 pub const LARGE_BODY_READS: usize = 4;
+/// The most set aside for a body before it arrives, without a large-body permit.
+const PRESIZE_BYTES: usize = 4 * 1024;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -296,7 +298,13 @@ async fn read_request(
         permit = Some(large_permit().await?);
     }
     let mut body = body.into_body();
-    let mut bytes = Vec::with_capacity(declared.map_or(0, |n| n as usize));
+    // Sized from the declared length only once a large body holds its permit: otherwise
+    // many connections could each make the server set aside 64 KiB before sending a byte.
+    let presize = match permit {
+        Some(_) => declared.map_or(0, |n| n as usize),
+        None => declared.map_or(0, |n| (n as usize).min(PRESIZE_BYTES)),
+    };
+    let mut bytes = Vec::with_capacity(presize);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
             Unread::Error(
