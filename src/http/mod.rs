@@ -223,9 +223,11 @@ async fn graphql_handler(
         (Some(admission), Some(ip)) => Some(admission.enter(ip).await),
         _ => None,
     };
-    let started = std::time::Instant::now();
     let wait = state.settings.limits.body_timeout;
-    let request = match read_request(&headers, body, &state.large_bodies, wait).await {
+    let read = read_request(&headers, body, &state.large_bodies, wait).await;
+    // Timed from here, as before: a slow client's upload is not the server's latency.
+    let started = std::time::Instant::now();
+    let request = match read {
         Ok(request) => request,
         Err(Unread::Refused(refused)) => {
             let response = async_graphql::Response::from_errors(vec![refused]);
