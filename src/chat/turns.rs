@@ -77,15 +77,20 @@ impl Events {
             }
             i -= 1;
         }
-        if i < self.ends.len() {
-            let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-            let end = self.ends[i] as usize;
-            return Some(ChatEvent::Delta(self.text[start..end].to_owned()));
+        if let Some(delta) = self.deltas().get(i) {
+            return Some(ChatEvent::Delta(delta.to_owned()));
         }
         if i == self.ends.len() {
             return self.last.clone();
         }
         None
+    }
+
+    fn deltas(&self) -> Deltas<'_> {
+        Deltas {
+            text: &self.text,
+            ends: &self.ends,
+        }
     }
 }
 
@@ -105,12 +110,22 @@ pub struct Deltas<'a> {
 }
 
 impl<'a> Deltas<'a> {
+    /// The `i`th delta.
+    pub fn get(self, i: usize) -> Option<&'a str> {
+        let end = *self.ends.get(i)? as usize;
+        let start = i
+            .checked_sub(1)
+            .map_or(0, |before| self.ends[before] as usize);
+        Some(&self.text[start..end])
+    }
+
     pub fn iter(self) -> impl Iterator<Item = &'a str> {
-        let ends = self.ends.iter().map(|&end| end as usize);
-        std::iter::once(0)
-            .chain(ends.clone())
-            .zip(ends)
-            .map(move |(start, end)| &self.text[start..end])
+        (0..self.ends.len()).filter_map(move |i| self.get(i))
+    }
+
+    /// Every delta so far, in one piece.
+    pub fn joined(self) -> &'a str {
+        self.text
     }
 }
 
@@ -171,16 +186,14 @@ impl TurnLog {
         let events = self.lock();
         f(Parts {
             sources: events.sources.as_deref().unwrap_or_default(),
-            deltas: Deltas {
-                text: &events.text,
-                ends: &events.ends,
-            },
+            deltas: events.deltas(),
             last: events.last.as_ref(),
         })
     }
 
-    /// The events written so far.
-    pub fn snapshot(&self) -> Vec<ChatEvent> {
+    /// The events written so far, each on its own.
+    #[cfg(test)]
+    fn snapshot(&self) -> Vec<ChatEvent> {
         let events = self.lock();
         (0..events.len()).filter_map(|i| events.get(i)).collect()
     }

@@ -35,7 +35,7 @@ pub struct ChatPayload {
     turn_id: String,
     answer: String,
     unanswered: bool,
-    sources: Vec<SourceRef>,
+    sources: Arc<[SourceRef]>,
     stored: Stored,
 }
 
@@ -303,23 +303,20 @@ impl ChatQuery {
     /// `TURN_RETENTION_SECS` after it finished. `NOT_FOUND` when unknown or expired.
     async fn chat_turn(&self, ctx: &Context<'_>, turn_id: ID) -> async_graphql::Result<ChatTurn> {
         let (log, _) = find_turn(ctx, &turn_id).await?;
-        let mut turn = ChatTurn {
-            turn_id,
-            answer: String::new(),
-            sources: Vec::new(),
-            completed: false,
-        };
-        for event in log.snapshot() {
-            match event {
-                TurnEvent::Sources(s) => turn.sources = s.iter().map(Source::from).collect(),
-                TurnEvent::Delta(delta) => turn.answer.push_str(&delta),
-                TurnEvent::Completed { answer, .. } => {
-                    turn.answer = answer;
-                    turn.completed = true;
-                }
-                TurnEvent::Failed(e) => return Err(ApiError::from(e).into()),
-            }
-        }
+        // Read in place: the answer so far is the deltas joined, as the log keeps them.
+        let turn = log.with_parts(|parts| {
+            let (answer, completed) = match parts.last {
+                Some(TurnEvent::Failed(e)) => return Err(ApiError::from(e.clone())),
+                Some(TurnEvent::Completed { answer, .. }) => (answer.clone(), true),
+                _ => (parts.deltas.joined().to_owned(), false),
+            };
+            Ok(ChatTurn {
+                turn_id,
+                answer,
+                sources: parts.sources.iter().map(Source::from).collect(),
+                completed,
+            })
+        })?;
         Ok(turn)
     }
 }
@@ -345,10 +342,10 @@ impl ChatMutation {
         let log = begin(ctx, input).await?.start(ctx)?;
         let turn_id = log.id.clone();
         let mut events = std::pin::pin!(log.follow());
-        let mut sources = Vec::new();
+        let mut sources: Arc<[SourceRef]> = Arc::new([]);
         while let Some((_, event)) = events.next().await {
             match event {
-                TurnEvent::Sources(s) => sources = s.to_vec(),
+                TurnEvent::Sources(s) => sources = s,
                 TurnEvent::Delta(_) => {}
                 TurnEvent::Completed {
                     answer,

@@ -773,6 +773,22 @@ async fn dropped_streams_resume_where_they_left_off() {
         (delta["delta"].as_str(), delta["seq"].as_i64()),
         (Some("Bees "), Some(1))
     );
+    // Read while it streams: the answer so far, not completed.
+    let so_far = app
+        .graphql(
+            "query($id: ID!) { chatTurn(turnId: $id) { answer completed } }",
+            json!({ "id": turn_id }),
+        )
+        .await;
+    let answer = so_far["data"]["chatTurn"]["answer"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        answer.starts_with("Bees ") && answer.len() < pieces.concat().len(),
+        "{so_far}"
+    );
+    assert!(pieces.concat().starts_with(answer), "{so_far}");
+    assert_eq!(so_far["data"]["chatTurn"]["completed"], false);
     drop(socket); // the connection drops mid-answer
 
     // Someone else (here: anonymous) resumes: the rest, but not the conversation.
