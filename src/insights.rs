@@ -431,21 +431,10 @@ pub async fn unanswered(
     first: u64,
     offset: u64,
 ) -> Result<Vec<TurnInsight>, DbErr> {
-    let values = paged_values(window, first, offset);
-    let rows = conn
-        .query_all_raw(statement(
-            conn.get_database_backend(),
-            r#"SELECT "turnId", question, "createdAt", "bestScore" FROM insight_turn
+    let sql = r#"SELECT "turnId", question, "createdAt", "bestScore" FROM insight_turn
                WHERE unanswered AND "createdAt" >= $1 AND "createdAt" < $2
-               ORDER BY "createdAt" DESC, "turnId" LIMIT $3 OFFSET $4"#,
-            values,
-        ))
-        .await?;
-    let turns = rows
-        .iter()
-        .map(|row| turn_of(row, false))
-        .collect::<Result<_, _>>()?;
-    with_citations(conn, turns).await
+               ORDER BY "createdAt" DESC, "turnId" LIMIT $3 OFFSET $4"#;
+    turns(conn, sql, paged_values(window, first, offset), false).await
 }
 
 /// Answers rated down within the window, most recent rating first, with their question
@@ -456,20 +445,26 @@ pub async fn thumbs_down(
     first: u64,
     offset: u64,
 ) -> Result<Vec<TurnInsight>, DbErr> {
-    let values = paged_values(window, first, offset);
-    let rows = conn
-        .query_all_raw(statement(
-            conn.get_database_backend(),
-            r#"SELECT r."turnId", r.comment, r."updatedAt", t.question, t."createdAt", t."bestScore"
+    let sql = r#"SELECT r."turnId", r.comment, r."updatedAt", t.question, t."createdAt", t."bestScore"
                FROM answer_rating r LEFT JOIN insight_turn t ON t."turnId" = r."turnId"
                WHERE r.rating = 'DOWN' AND r."updatedAt" >= $1 AND r."updatedAt" < $2
-               ORDER BY r."updatedAt" DESC, r."turnId" LIMIT $3 OFFSET $4"#,
-            values,
-        ))
+               ORDER BY r."updatedAt" DESC, r."turnId" LIMIT $3 OFFSET $4"#;
+    turns(conn, sql, paged_values(window, first, offset), true).await
+}
+
+/// A page of turns read by `sql` (rows as [`turn_of`] reads them), with their cited pages.
+async fn turns(
+    conn: &DatabaseConnection,
+    sql: &str,
+    values: Vec<Value>,
+    rated: bool,
+) -> Result<Vec<TurnInsight>, DbErr> {
+    let rows = conn
+        .query_all_raw(statement(conn.get_database_backend(), sql, values))
         .await?;
     let turns = rows
         .iter()
-        .map(|row| turn_of(row, true))
+        .map(|row| turn_of(row, rated))
         .collect::<Result<_, _>>()?;
     with_citations(conn, turns).await
 }
