@@ -41,7 +41,10 @@ impl From<conversation::Model> for Conversation {
     }
 }
 
-#[Object]
+// Serial: every field but `messages` is at hand, and `messages` is the only one that
+// waits, so resolving them one after another loses nothing and spares a set of futures
+// per conversation (a page of 20 made about a hundred allocations of it).
+#[Object(serial)]
 impl Conversation {
     async fn id(&self) -> ID {
         ID(self.model.id.clone())
@@ -129,7 +132,8 @@ pub struct Source {
     pub score: f64,
 }
 
-#[Object]
+// Serial for the same reason as `Conversation`: nothing here waits.
+#[Object(serial)]
 impl Message {
     async fn id(&self) -> ID {
         ID(self.0.id.clone())

@@ -7,7 +7,12 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 
-const CONVERSATION_PREFIX: &str = "c1|";
+/// `c2|{seconds}.{nanoseconds}|{id}`: the time as integers since the Unix epoch, which
+/// costs a fraction of writing RFC 3339 (a page writes twenty of these).
+const CONVERSATION_PREFIX: &str = "c2|";
+/// `c1|{RFC 3339}|{id}`, written before; still read, so a client's cursor from before an
+/// upgrade goes on working.
+const CONVERSATION_PREFIX_RFC3339: &str = "c1|";
 const MESSAGE_PREFIX: &str = "m1|";
 /// Longer input cannot be a cursor of ours; refuse it before decoding.
 const MAX_CURSOR_LEN: usize = 256;
@@ -20,21 +25,38 @@ pub struct ConversationCursor {
 
 impl ConversationCursor {
     pub fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(format!(
-            "{CONVERSATION_PREFIX}{}|{}",
-            self.updated_at
-                .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        use std::fmt::Write as _;
+        let mut text = String::with_capacity(CONVERSATION_PREFIX.len() + 32 + self.id.len());
+        let _ = write!(
+            text,
+            "{CONVERSATION_PREFIX}{}.{:09}|{}",
+            self.updated_at.timestamp(),
+            self.updated_at.timestamp_subsec_nanos(),
             self.id
-        ))
+        );
+        let mut cursor = String::with_capacity(text.len().div_ceil(3) * 4);
+        URL_SAFE_NO_PAD.encode_string(text, &mut cursor);
+        cursor
     }
 
     pub fn decode(cursor: &str) -> Option<Self> {
         let text = decode(cursor)?;
-        let rest = text.strip_prefix(CONVERSATION_PREFIX)?;
-        let (timestamp, id) = rest.split_once('|')?;
-        let updated_at = DateTime::parse_from_rfc3339(timestamp)
-            .ok()?
-            .with_timezone(&Utc);
+        let updated_at;
+        let id;
+        if let Some(rest) = text.strip_prefix(CONVERSATION_PREFIX) {
+            let (timestamp, rest) = rest.split_once('|')?;
+            let (seconds, nanos) = timestamp.split_once('.')?;
+            let nanos: u32 = nanos.parse().ok().filter(|n| *n < 1_000_000_000)?;
+            updated_at = DateTime::from_timestamp(seconds.parse().ok()?, nanos)?;
+            id = rest;
+        } else {
+            let rest = text.strip_prefix(CONVERSATION_PREFIX_RFC3339)?;
+            let (timestamp, rest) = rest.split_once('|')?;
+            updated_at = DateTime::parse_from_rfc3339(timestamp)
+                .ok()?
+                .with_timezone(&Utc);
+            id = rest;
+        }
         valid_id(id).then(|| Self {
             updated_at,
             id: id.to_owned(),
@@ -76,7 +98,29 @@ mod tests {
                 .with_timezone(&Utc),
             id: uuid::Uuid::now_v7().to_string(),
         };
-        assert_eq!(ConversationCursor::decode(&cursor.encode()), Some(cursor));
+        assert_eq!(ConversationCursor::decode(&cursor.encode()), Some(cursor.clone()));
+        let before_epoch = ConversationCursor {
+            updated_at: DateTime::from_timestamp(-1, 5).unwrap(),
+            ..cursor
+        };
+        assert_eq!(
+            ConversationCursor::decode(&before_epoch.encode()),
+            Some(before_epoch)
+        );
+    }
+
+    #[test]
+    fn cursors_written_before_the_integer_form_still_read() {
+        let id = uuid::Uuid::now_v7().to_string();
+        let old = URL_SAFE_NO_PAD.encode(format!("c1|2026-11-22T13:48:18.123456789Z|{id}"));
+        let cursor = ConversationCursor::decode(&old).unwrap();
+        assert_eq!(cursor.id, id);
+        assert_eq!(cursor.updated_at.timestamp_subsec_nanos(), 123_456_789);
+        assert_eq!(
+            ConversationCursor::decode(&cursor.encode()),
+            Some(cursor),
+            "and are answered with the new form"
+        );
     }
 
     #[test]
