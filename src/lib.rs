@@ -243,6 +243,12 @@ impl Application {
         let settings = Arc::new(settings);
         let schema =
             graphql::build_schema(db.clone(), settings.clone(), auth.clone(), chat.clone());
+        let validated_schema = graphql::build_schema_for_validated_documents(
+            db.clone(),
+            settings.clone(),
+            auth.clone(),
+            chat.clone(),
+        );
         let health_listener = settings
             .health_addr
             .map(|addr| {
@@ -256,6 +262,7 @@ impl Application {
             health_listener,
             state: http::AppState {
                 schema,
+                validated_schema,
                 db,
                 settings,
                 chat,

@@ -1,4 +1,5 @@
-//! Parsed documents that passed the shape limits, by their text.
+//! Parsed documents that passed the shape limits, by their text, and whether one has
+//! also passed every validation rule.
 //!
 //! Clients send the same few documents over and over (a history page, a chat turn), and
 //! async-graphql's parser (pest) is a large share of a small request's CPU: in the
@@ -6,6 +7,12 @@
 //! (`docs/benchmarks.md`). A document seen before is taken from here, already parsed and
 //! measured; only documents that passed [`limits::check`] are kept, so a refused one is
 //! refused again by the full check every time.
+//!
+//! A document is marked validated once it ran without variables and without any error:
+//! then every validation rule passed, and without variables each rule's outcome depends
+//! on the document alone, so the same text without variables may skip them
+//! ([`super::build_schema_for_validated_documents`]). A request with variables is always
+//! validated in full, because an argument's type is checked against their values.
 
 use std::num::NonZeroUsize;
 use std::sync::Mutex;
@@ -18,7 +25,23 @@ use super::limits;
 /// Documents kept; the least recently used goes first.
 const CAPACITY: usize = 256;
 
-pub struct DocumentCache(Mutex<lru::LruCache<String, ExecutableDocument>>);
+pub struct DocumentCache(Mutex<lru::LruCache<String, Known>>);
+
+struct Known {
+    document: ExecutableDocument,
+    /// Ran once without variables and without an error.
+    validated: bool,
+}
+
+/// What the cache knew of a request's document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prepared {
+    /// Parsed (now or before) and within the limits.
+    Parsed,
+    /// Also passed every validation rule without variables before, and this request has
+    /// none: it may skip them.
+    Validated,
+}
 
 impl Default for DocumentCache {
     fn default() -> Self {
@@ -31,22 +54,39 @@ impl Default for DocumentCache {
 impl DocumentCache {
     /// Gives the request its parsed document, from here or by parsing and checking it
     /// ([`limits::check`]); refuses it as that check does.
-    pub fn prepare(&self, request: &mut Request) -> Result<(), ServerError> {
-        let cached = self.lock().get(request.query.as_str()).cloned();
-        if let Some(document) = cached {
+    pub fn prepare(&self, request: &mut Request) -> Result<Prepared, ServerError> {
+        let cached = self
+            .lock()
+            .get(request.query.as_str())
+            .map(|known| (known.document.clone(), known.validated));
+        if let Some((document, validated)) = cached {
             request.set_parsed_query(document);
-            return Ok(());
+            return Ok(if validated && request.variables.is_empty() {
+                Prepared::Validated
+            } else {
+                Prepared::Parsed
+            });
         }
         limits::check(request)?;
         // A document that does not parse is left for execution to report; not kept.
         if let Ok(document) = request.parsed_query() {
-            let document = document.clone();
-            self.lock().put(request.query.clone(), document);
+            let known = Known {
+                document: document.clone(),
+                validated: false,
+            };
+            self.lock().put(request.query.clone(), known);
         }
-        Ok(())
+        Ok(Prepared::Parsed)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, lru::LruCache<String, ExecutableDocument>> {
+    /// Marks `query` validated: it ran without variables and without an error.
+    pub fn validated(&self, query: &str) {
+        if let Some(known) = self.lock().get_mut(query) {
+            known.validated = true;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, lru::LruCache<String, Known>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -59,12 +99,24 @@ mod tests {
     fn documents_that_pass_are_kept_and_refused_ones_are_refused_every_time() {
         let cache = DocumentCache::default();
         let mut first = Request::new("{ health { status } }");
-        cache.prepare(&mut first).unwrap();
+        assert_eq!(cache.prepare(&mut first).unwrap(), Prepared::Parsed);
         assert_eq!(cache.lock().len(), 1);
         let mut again = Request::new("{ health { status } }");
-        cache.prepare(&mut again).unwrap();
+        assert_eq!(cache.prepare(&mut again).unwrap(), Prepared::Parsed);
         assert!(again.parsed_query().is_ok());
         assert_eq!(cache.lock().len(), 1);
+
+        cache.validated("{ health { status } }");
+        let mut validated = Request::new("{ health { status } }");
+        assert_eq!(cache.prepare(&mut validated).unwrap(), Prepared::Validated);
+        let with_variables = Request::new("{ health { status } }").variables(
+            async_graphql::Variables::from_json(serde_json::json!({ "n": 1 })),
+        );
+        assert_eq!(
+            cache.prepare(&mut { with_variables }).unwrap(),
+            Prepared::Parsed,
+            "variables are always validated"
+        );
 
         let deep = format!("{}{}", "{ a ".repeat(100), "}".repeat(100));
         for _ in 0..2 {

@@ -2,11 +2,11 @@
 //! `Conversation`/`Message` types. Every field goes through the database guard; a page of
 //! conversations loads their latest messages in one extra query, and only when asked.
 
-use async_graphql::connection::{Connection, Edge, EmptyFields};
 use async_graphql::{Context, Enum, ID, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
 use super::auth::{current_session, current_user_id};
+use super::connection::{ConversationConnection, ConversationEdge, MessageConnection, MessageEdge};
 use super::error::ApiError;
 use super::guard::with_database;
 use crate::auth::SessionRef;
@@ -75,7 +75,7 @@ impl Conversation {
         ctx: &Context<'_>,
         #[graphql(default = 50)] first: Option<i32>,
         after: Option<String>,
-    ) -> async_graphql::Result<Connection<String, Message, EmptyFields, EmptyFields>> {
+    ) -> async_graphql::Result<MessageConnection> {
         let first = page_size(first.unwrap_or(50))?;
         let after = after
             .map(|c| cursor::decode_message(&c).ok_or_else(|| bad_cursor("after")))
@@ -85,14 +85,17 @@ impl Conversation {
             history::list_messages(&conn, &conversation_id, first, after.as_deref()).await
         })
         .await?;
-        // Forward pagination only, so hasPreviousPage is always false (Relay allows this).
-        let mut connection = Connection::new(false, page.has_next_page);
-        connection.edges.extend(
-            page.items
+        Ok(MessageConnection {
+            edges: page
+                .items
                 .into_iter()
-                .map(|m| Edge::new(cursor::encode_message(&m.id), Message(m))),
-        );
-        Ok(connection)
+                .map(|m| MessageEdge {
+                    cursor: cursor::encode_message(&m.id),
+                    node: Message(m),
+                })
+                .collect(),
+            has_next_page: page.has_next_page,
+        })
     }
 }
 
@@ -182,8 +185,7 @@ impl HistoryQuery {
             desc = "Only the conversations whose title or messages contain every word of this (1 to 200 characters, at most 16 words; stemmed, so `bee` finds `bees`)."
         )]
         search: Option<String>,
-    ) -> async_graphql::Result<Option<Connection<String, Conversation, EmptyFields, EmptyFields>>>
-    {
+    ) -> async_graphql::Result<Option<ConversationConnection>> {
         let first = page_size(first.unwrap_or(20))?;
         let search = search
             .map(|s| history::Search::parse(&s))
@@ -242,18 +244,21 @@ impl HistoryQuery {
             Ok((page, latest))
         })
         .await?;
-        // Forward pagination only, so hasPreviousPage is always false (Relay allows this).
-        let mut connection = Connection::new(false, page.has_next_page);
-        connection.edges.extend(page.items.into_iter().map(|model| {
-            let cursor = ConversationCursor {
-                updated_at: model.updated_at,
-                id: model.id.clone(),
-            }
-            .encode();
-            let latest = latest.remove(&model.id);
-            Edge::new(cursor, Conversation { model, latest })
-        }));
-        Ok(Some(connection))
+        let edges = page
+            .items
+            .into_iter()
+            .map(|model| ConversationEdge {
+                cursor: ConversationCursor::encode_at(model.updated_at, &model.id),
+                node: Conversation {
+                    latest: latest.remove(&model.id),
+                    model,
+                },
+            })
+            .collect();
+        Ok(Some(ConversationConnection {
+            edges,
+            has_next_page: page.has_next_page,
+        }))
     }
 
     /// One of the reader's conversations as a document to keep: Markdown (a heading,

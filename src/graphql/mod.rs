@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod chat;
+pub mod connection;
 pub mod documents;
 pub mod error;
 pub mod guard;
@@ -13,7 +14,7 @@ pub mod limits;
 
 use std::sync::Arc;
 
-use async_graphql::{MergedObject, Schema, SchemaBuilder};
+use async_graphql::{MergedObject, Schema, SchemaBuilder, ValidationMode};
 
 use crate::auth::AuthService;
 use crate::chat::ChatService;
@@ -67,7 +68,38 @@ pub fn build_schema(
     auth: AuthService,
     chat: Arc<ChatService>,
 ) -> LecternSchema {
-    let mut builder = builder().data(db).data(auth).data(chat);
+    with_services(builder(), db, settings, auth, chat)
+}
+
+/// The same schema, for a document that passed every validation rule before and comes
+/// again without variables ([`documents::DocumentCache`]): then no rule can find
+/// anything new, because without variables each one depends on the document alone. It
+/// validates in async-graphql's fast mode, which still walks the document for the
+/// complexity and depth limits and for fragment cycles; the other twenty rules were a
+/// tenth of a history page's instructions (`docs/benchmarks.md` §8).
+pub fn build_schema_for_validated_documents(
+    db: Database,
+    settings: Arc<Settings>,
+    auth: AuthService,
+    chat: Arc<ChatService>,
+) -> LecternSchema {
+    with_services(
+        builder().validation_mode(ValidationMode::Fast),
+        db,
+        settings,
+        auth,
+        chat,
+    )
+}
+
+fn with_services(
+    builder: SchemaBuilder<Query, Mutation, chat::ChatSubscription>,
+    db: Database,
+    settings: Arc<Settings>,
+    auth: AuthService,
+    chat: Arc<ChatService>,
+) -> LecternSchema {
+    let mut builder = builder.data(db).data(auth).data(chat);
     // Suggestions ("did you mean …") reveal the schema as surely as introspection does.
     if !settings.introspection {
         builder = builder.disable_introspection().disable_suggestions();

@@ -25,14 +25,18 @@ pub struct ConversationCursor {
 
 impl ConversationCursor {
     pub fn encode(&self) -> String {
+        Self::encode_at(self.updated_at, &self.id)
+    }
+
+    /// The cursor of the conversation `id` last active at `updated_at`.
+    pub fn encode_at(updated_at: DateTime<Utc>, id: &str) -> String {
         use std::fmt::Write as _;
-        let mut text = String::with_capacity(CONVERSATION_PREFIX.len() + 32 + self.id.len());
+        let mut text = String::with_capacity(CONVERSATION_PREFIX.len() + 32 + id.len());
         let _ = write!(
             text,
-            "{CONVERSATION_PREFIX}{}.{:09}|{}",
-            self.updated_at.timestamp(),
-            self.updated_at.timestamp_subsec_nanos(),
-            self.id
+            "{CONVERSATION_PREFIX}{}.{:09}|{id}",
+            updated_at.timestamp(),
+            updated_at.timestamp_subsec_nanos(),
         );
         let mut cursor = String::with_capacity(text.len().div_ceil(3) * 4);
         URL_SAFE_NO_PAD.encode_string(text, &mut cursor);
@@ -98,7 +102,10 @@ mod tests {
                 .with_timezone(&Utc),
             id: uuid::Uuid::now_v7().to_string(),
         };
-        assert_eq!(ConversationCursor::decode(&cursor.encode()), Some(cursor.clone()));
+        assert_eq!(
+            ConversationCursor::decode(&cursor.encode()),
+            Some(cursor.clone())
+        );
         let before_epoch = ConversationCursor {
             updated_at: DateTime::from_timestamp(-1, 5).unwrap(),
             ..cursor

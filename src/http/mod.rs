@@ -41,6 +41,7 @@ use crate::config::Settings;
 use crate::db::Database;
 use crate::graphql::LecternSchema;
 use crate::graphql::auth::SessionCheck;
+use crate::graphql::documents::Prepared;
 use crate::graphql::error::ErrorCode;
 use crate::graphql::health::Health;
 
@@ -65,6 +66,9 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 #[derive(Clone)]
 pub struct AppState {
     pub schema: LecternSchema,
+    /// The same schema, for documents that passed every validation rule before and come
+    /// without variables (`graphql::build_schema_for_validated_documents`).
+    pub validated_schema: LecternSchema,
     pub db: Database,
     pub settings: Arc<Settings>,
     /// For readiness: the vector store's and the model's last outcomes.
@@ -245,14 +249,29 @@ async fn graphql_handler(
         .data(viewer)
         .data(client)
         .data(SessionCheck::default());
-    if let Err(refused) = state.documents.prepare(&mut request) {
-        let response = async_graphql::Response::from_errors(vec![refused]);
-        crate::metering::record_request(None, &response, started.elapsed());
-        return GraphQLResponse::from(response).into_response();
-    }
+    let prepared = match state.documents.prepare(&mut request) {
+        Ok(prepared) => prepared,
+        Err(refused) => {
+            let response = async_graphql::Response::from_errors(vec![refused]);
+            crate::metering::record_request(None, &response, started.elapsed());
+            return GraphQLResponse::from(response).into_response();
+        }
+    };
     drop(pass);
     let label = crate::metering::operation_label(&mut request);
-    let mut response = state.schema.execute(request).await;
+    let (schema, to_mark) = match prepared {
+        Prepared::Validated => (&state.validated_schema, None),
+        Prepared::Parsed => {
+            let to_mark = request.variables.is_empty().then(|| request.query.clone());
+            (&state.schema, to_mark)
+        }
+    };
+    let mut response = schema.execute(request).await;
+    if let Some(query) = to_mark
+        && response.errors.is_empty()
+    {
+        state.documents.validated(&query);
+    }
     crate::metering::record_request(label, &response, started.elapsed());
     give_errors_a_code(&mut response);
     GraphQLResponse::from(response).into_response()
