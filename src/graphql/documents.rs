@@ -34,13 +34,15 @@ struct Known {
 }
 
 /// What the cache knew of a request's document.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Prepared {
-    /// Parsed (now or before) and within the limits.
-    Parsed,
-    /// Also passed every validation rule without variables before, and this request has
-    /// none: it may skip them.
+    /// Passed every validation rule without variables before, and this request has none:
+    /// it may skip them.
     Validated,
+    /// To be validated in full. With the document's text when the document is kept here
+    /// and the request has no variables: a run without an error then marks it validated
+    /// ([`DocumentCache::validated`]).
+    Unvalidated(Option<String>),
 }
 
 impl Default for DocumentCache {
@@ -59,12 +61,13 @@ impl DocumentCache {
             .lock()
             .get(request.query.as_str())
             .map(|known| (known.document.clone(), known.validated));
+        let without_variables = request.variables.is_empty();
         if let Some((document, validated)) = cached {
             request.set_parsed_query(document);
-            return Ok(if validated && request.variables.is_empty() {
-                Prepared::Validated
-            } else {
-                Prepared::Parsed
+            return Ok(match (validated, without_variables) {
+                (true, true) => Prepared::Validated,
+                (false, true) => Prepared::Unvalidated(Some(request.query.clone())),
+                (_, false) => Prepared::Unvalidated(None),
             });
         }
         limits::check(request)?;
@@ -75,8 +78,11 @@ impl DocumentCache {
                 validated: false,
             };
             self.lock().put(request.query.clone(), known);
+            return Ok(Prepared::Unvalidated(
+                without_variables.then(|| request.query.clone()),
+            ));
         }
-        Ok(Prepared::Parsed)
+        Ok(Prepared::Unvalidated(None))
     }
 
     /// Marks `query` validated: it ran without variables and without an error.
@@ -98,11 +104,13 @@ mod tests {
     #[test]
     fn documents_that_pass_are_kept_and_refused_ones_are_refused_every_time() {
         let cache = DocumentCache::default();
-        let mut first = Request::new("{ health { status } }");
-        assert_eq!(cache.prepare(&mut first).unwrap(), Prepared::Parsed);
+        let text = "{ health { status } }";
+        let to_mark = Prepared::Unvalidated(Some(text.to_owned()));
+        let mut first = Request::new(text);
+        assert_eq!(cache.prepare(&mut first).unwrap(), to_mark);
         assert_eq!(cache.lock().len(), 1);
         let mut again = Request::new("{ health { status } }");
-        assert_eq!(cache.prepare(&mut again).unwrap(), Prepared::Parsed);
+        assert_eq!(cache.prepare(&mut again).unwrap(), to_mark);
         assert!(again.parsed_query().is_ok());
         assert_eq!(cache.lock().len(), 1);
 
@@ -114,7 +122,7 @@ mod tests {
         );
         assert_eq!(
             cache.prepare(&mut { with_variables }).unwrap(),
-            Prepared::Parsed,
+            Prepared::Unvalidated(None),
             "variables are always validated"
         );
 

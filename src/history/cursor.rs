@@ -45,22 +45,17 @@ impl ConversationCursor {
 
     pub fn decode(cursor: &str) -> Option<Self> {
         let text = decode(cursor)?;
-        let updated_at;
-        let id;
-        if let Some(rest) = text.strip_prefix(CONVERSATION_PREFIX) {
-            let (timestamp, rest) = rest.split_once('|')?;
+        let (updated_at, id) = if let Some(rest) = text.strip_prefix(CONVERSATION_PREFIX) {
+            let (timestamp, id) = rest.split_once('|')?;
             let (seconds, nanos) = timestamp.split_once('.')?;
             let nanos: u32 = nanos.parse().ok().filter(|n| *n < 1_000_000_000)?;
-            updated_at = DateTime::from_timestamp(seconds.parse().ok()?, nanos)?;
-            id = rest;
+            (DateTime::from_timestamp(seconds.parse().ok()?, nanos)?, id)
         } else {
             let rest = text.strip_prefix(CONVERSATION_PREFIX_RFC3339)?;
-            let (timestamp, rest) = rest.split_once('|')?;
-            updated_at = DateTime::parse_from_rfc3339(timestamp)
-                .ok()?
-                .with_timezone(&Utc);
-            id = rest;
-        }
+            let (timestamp, id) = rest.split_once('|')?;
+            let updated_at = DateTime::parse_from_rfc3339(timestamp).ok()?;
+            (updated_at.with_timezone(&Utc), id)
+        };
         valid_id(id).then(|| Self {
             updated_at,
             id: id.to_owned(),

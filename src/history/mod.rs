@@ -213,11 +213,10 @@ pub async fn list_conversations(
     after: Option<&ConversationCursor>,
     search: Option<&Search>,
 ) -> Result<Page<conversation::Model>, DbErr> {
-    page_query(conn.get_database_backend(), user_id, first, after, search)
-        .into_model::<ByPosition>()
-        .all(conn)
+    let query = page_query(conn.get_database_backend(), user_id, first, after, search);
+    page_rows(conn, query)
         .await
-        .map(|rows| Page::of(rows.into_iter().map(|row| row.0).collect(), first))
+        .map(|items| Page::of(items, first))
 }
 
 /// [`list_conversations`] for the reader behind session `session_id`, with the check that
@@ -234,12 +233,9 @@ pub async fn list_conversations_in_session(
     search: Option<&Search>,
 ) -> Result<Option<Page<conversation::Model>>, DbErr> {
     let live = session.live().select_only().expr(Expr::val(1)).into_query();
-    let items = page_query(conn.get_database_backend(), user_id, first, after, search)
-        .filter(Expr::exists(live))
-        .into_model::<ByPosition>()
-        .all(conn)
-        .await?;
-    let items: Vec<_> = items.into_iter().map(|row| row.0).collect();
+    let query = page_query(conn.get_database_backend(), user_id, first, after, search)
+        .filter(Expr::exists(live));
+    let items = page_rows(conn, query).await?;
     if items.is_empty()
         && crate::auth::user_id_of_session(conn, session)
             .await?
@@ -250,10 +246,26 @@ pub async fn list_conversations_in_session(
     Ok(Some(Page::of(items, first)))
 }
 
-/// A conversation of a page, read by the position of its columns in the entity's
-/// `SELECT` (declaration order) rather than by name: a page of 21 rows did 105 name
-/// lookups, hashing each column's name (`docs/benchmarks.md` §8). A column out of place
-/// does not go unseen: its type does not decode.
+/// The conversations a [`page_query`] selects, each read by the position of its column
+/// in [`PAGE_COLUMNS`] rather than by name: a page of 21 rows did 105 name lookups,
+/// hashing each column's name (`docs/benchmarks.md` §8).
+async fn page_rows(
+    conn: &DatabaseConnection,
+    query: sea_orm::Select<conversation::Entity>,
+) -> Result<Vec<conversation::Model>, DbErr> {
+    let rows = query.into_model::<ByPosition>().all(conn).await?;
+    Ok(rows.into_iter().map(|row| row.0).collect())
+}
+
+/// What a [`page_query`] selects, in this order: [`ByPosition`] reads them by position.
+const PAGE_COLUMNS: [conversation::Column; 5] = [
+    conversation::Column::Id,
+    conversation::Column::UserId,
+    conversation::Column::Title,
+    conversation::Column::CreatedAt,
+    conversation::Column::UpdatedAt,
+];
+
 struct ByPosition(conversation::Model);
 
 impl FromQueryResult for ByPosition {
@@ -277,7 +289,10 @@ fn page_query(
     after: Option<&ConversationCursor>,
     search: Option<&Search>,
 ) -> sea_orm::Select<conversation::Entity> {
-    let mut query = conversation::Entity::find().filter(conversation::Column::UserId.eq(user_id));
+    let mut query = conversation::Entity::find()
+        .select_only()
+        .columns(PAGE_COLUMNS)
+        .filter(conversation::Column::UserId.eq(user_id));
     if let Some(search) = search {
         query = query.filter(search.condition(backend));
     }

@@ -261,10 +261,7 @@ async fn graphql_handler(
     let label = crate::metering::operation_label(&mut request);
     let (schema, to_mark) = match prepared {
         Prepared::Validated => (&state.validated_schema, None),
-        Prepared::Parsed => {
-            let to_mark = request.variables.is_empty().then(|| request.query.clone());
-            (&state.schema, to_mark)
-        }
+        Prepared::Unvalidated(to_mark) => (&state.schema, to_mark),
     };
     let mut response = schema.execute(request).await;
     if let Some(query) = to_mark
