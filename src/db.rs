@@ -9,13 +9,17 @@
 //! known after the first failed query instead of at the next probe.
 
 use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use migration::{Migrator, MigratorTrait};
+use sea_orm::sqlx::pool::PoolConnection;
+use sea_orm::sqlx::{PgPool, Postgres};
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, RuntimeErr,
-    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    ConnectOptions, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr,
+    FromQueryResult, QueryResult, RuntimeErr, SqliteTransactionMode, Statement, TransactionOptions,
+    TransactionTrait,
 };
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
@@ -42,6 +46,9 @@ const MIGRATE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Work slower than this makes the supervisor probe at once (see
 /// `Database::outage_noticed`); a live database answers in milliseconds.
 const SLOW_OPERATION: Duration = Duration::from_millis(250);
+/// How long one PostgreSQL connection may stay warm (see [`Warm`]) before it goes back
+/// through the pool's own checks on release.
+const WARM_FOR: Duration = Duration::from_secs(30);
 /// The PostgreSQL advisory lock replicas take turns on to migrate ("lectern" in ASCII).
 const MIGRATION_LOCK: i64 = 0x006c_6563_7465_726e;
 /// Upper bound of the probe's ping, on its own connection: a live database answers in
@@ -82,6 +89,8 @@ struct Inner {
     in_flight: Semaphore,
     /// Bounds one operation, the wait for a connection included.
     timeout: Duration,
+    /// PostgreSQL connections kept checked out between hot reads ([`Database::read`]).
+    warm: Warm,
 }
 
 /// Why [`Database::run`] did not get an answer from the database.
@@ -125,8 +134,31 @@ impl Database {
                     (settings.max_connections * PENDING_PER_CONNECTION) as usize,
                 ),
                 timeout: settings.timeout,
+                // Half the pool at most; a pool of one keeps none warm.
+                warm: Warm::new((settings.max_connections / 2) as usize),
             }),
         })
+    }
+
+    /// Rows of one read, run inside [`Database::run`]'s `op` (it adds no bound of its own).
+    ///
+    /// On PostgreSQL the read goes to a connection kept warm: sqlx pings every connection
+    /// that goes back into its pool (a Sync and a wait for PostgreSQL's ReadyForQuery, in
+    /// a task of its own), a second round trip per request that cost the history page
+    /// about a tenth of its CPU (`docs/benchmarks.md` §8). A connection that has just
+    /// answered a read in full is known to be ready, so it is kept for the next read
+    /// instead. See [`Warm`] for the bounds. SQLite goes through the pool as before.
+    pub async fn read<M: FromQueryResult>(&self, stmt: Statement) -> Result<Vec<M>, DbErr> {
+        let rows = match self.inner.kind {
+            DatabaseKind::Postgres => {
+                let pool = self.inner.conn.get_postgres_connection_pool();
+                self.inner.warm.read(pool, stmt).await?
+            }
+            DatabaseKind::Sqlite => self.inner.conn.query_all_raw(stmt).await?,
+        };
+        rows.iter()
+            .map(|row| M::from_query_result(row, ""))
+            .collect()
     }
 
     /// Whether request work may go to the database: the last known state, read at once.
@@ -224,7 +256,7 @@ impl Database {
         match self.inner.kind {
             DatabaseKind::Postgres => {
                 let pool = conn.get_postgres_connection_pool();
-                (pool.size(), pool.num_idle())
+                (pool.size(), pool.num_idle() + self.inner.warm.idle())
             }
             DatabaseKind::Sqlite => {
                 let pool = conn.get_sqlite_connection_pool();
@@ -288,6 +320,7 @@ impl Database {
             let delay = match outcome {
                 Err(Probe::Schema(e)) => {
                     tracing::error!(error = %e, "the database schema cannot be migrated; fix the database or run `lectern migrate` to see why, then start again");
+                    self.inner.warm.close();
                     self.inner.conn.close_by_ref().await.ok();
                     self.inner.probe.close_by_ref().await.ok();
                     return Err(e);
@@ -319,12 +352,17 @@ impl Database {
                     delay
                 }
             };
+            // Warm connections nobody has read from lately go back to the pool, which pings
+            // them and closes them after its idle timeout like any other.
+            self.inner.warm.evict(IDLE_BEFORE_PING);
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(delay) => {}
                 _ = self.inner.wake.notified() => {}
             }
         }
+        // The pool's close waits for every connection checked out: the warm ones first.
+        self.inner.warm.close();
         self.inner.conn.close_by_ref().await.ok();
         self.inner.probe.close_by_ref().await.ok();
         tracing::info!("database pool closed");
@@ -375,6 +413,174 @@ impl Database {
         lock.commit().await?;
         migrated
     }
+}
+
+/// PostgreSQL connections kept checked out of the pool between reads, so a read does not
+/// pay for sqlx's ping on release (see [`Database::read`]).
+///
+/// - At most `cap` (half the pool) reads run at once, each holding a permit of a fair
+///   (first come, first served) semaphore; the connections kept are never more than the
+///   reads that ran at once, so other work always has the rest of the pool. Reads queue
+///   in arrival order, so none overtakes another that waits (a stash that any read could
+///   take from, beside the pool's own queue, tripled the 95th percentile at 1000
+///   clients).
+/// - Only a connection that has just answered a read in full is kept: an error, a timeout
+///   or a cancelled request drops it, and the pool pings it (and closes it if broken) as
+///   it always did. A connection goes back to the pool after [`WARM_FOR`], so the pool's
+///   own checks still see every connection now and then.
+/// - A read takes the most recently used warm connection, and only one used within
+///   [`IDLE_BEFORE_PING`]: the rule the pool applies before handing out an idle one
+///   unpinged. Older ones go back to the pool, at the latest on the supervisor's next
+///   round ([`Warm::evict`]).
+struct Warm {
+    /// One permit per read at once; `None` for a pool of one, which keeps nothing warm.
+    permits: Option<Semaphore>,
+    stash: Mutex<Vec<WarmConnection>>,
+    /// Set on shutdown: nothing is kept any more, so the pool can close.
+    closed: AtomicBool,
+}
+
+struct WarmConnection {
+    conn: Kept,
+    /// When it was first kept warm.
+    since: Instant,
+    idle_since: Instant,
+}
+
+/// A connection kept out of the pool. Dropped, a connection goes back to the pool by a
+/// task spawned on the runtime; outside one (a process ending) it is closed here instead.
+struct Kept(Option<PoolConnection<Postgres>>);
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take()
+            && tokio::runtime::Handle::try_current().is_err()
+        {
+            drop(conn.detach());
+        }
+    }
+}
+
+impl Warm {
+    fn new(cap: usize) -> Self {
+        Self {
+            permits: (cap > 0).then(|| Semaphore::new(cap)),
+            stash: Mutex::new(Vec::new()),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    async fn read(&self, pool: &PgPool, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        let values = sea_query_sqlx::SqlxValues(stmt.values.unwrap_or(sea_orm::Values(Vec::new())));
+        let query = sea_orm::sqlx::query_with(sea_orm::sqlx::AssertSqlSafe(stmt.sql), values);
+        let Some(permits) = &self.permits else {
+            let rows = query.fetch_all(pool).await.map_err(query_error)?;
+            return Ok(rows.into_iter().map(QueryResult::from).collect());
+        };
+        let _permit = permits
+            .acquire()
+            .await
+            .map_err(|_| DbErr::ConnectionAcquire(sea_orm::ConnAcquireErr::ConnectionClosed))?;
+        let (mut conn, since) = match self.take() {
+            Some(warm) => warm,
+            None => (acquire(pool).await?, Instant::now()),
+        };
+        match query.fetch_all(&mut *conn).await {
+            Ok(rows) => {
+                self.put(conn, since);
+                Ok(rows.into_iter().map(QueryResult::from).collect())
+            }
+            // Dropped, `conn` goes back through the pool's ping, which closes it if broken.
+            Err(e) => Err(query_error(e)),
+        }
+    }
+
+    /// The most recently used warm connection, if it was used within
+    /// [`IDLE_BEFORE_PING`]; older ones on the way are let go to the pool.
+    fn take(&self) -> Option<(PoolConnection<Postgres>, Instant)> {
+        let mut stale = Vec::new();
+        let taken = {
+            let mut stash = self.stash.lock().unwrap_or_else(|e| e.into_inner());
+            loop {
+                match stash.pop() {
+                    Some(warm) if warm.idle_since.elapsed() < IDLE_BEFORE_PING => break Some(warm),
+                    Some(warm) => stale.push(warm),
+                    None => break None,
+                }
+            }
+        };
+        drop(stale);
+        let mut warm = taken?;
+        Some((warm.conn.0.take()?, warm.since))
+    }
+
+    /// Keeps a connection that has just answered a read in full, unless it has been warm
+    /// for [`WARM_FOR`] already or the server is shutting down: then it goes back to the
+    /// pool.
+    fn put(&self, conn: PoolConnection<Postgres>, since: Instant) {
+        if since.elapsed() >= WARM_FOR {
+            return;
+        }
+        let warm = WarmConnection {
+            conn: Kept(Some(conn)),
+            since,
+            idle_since: Instant::now(),
+        };
+        let mut stash = self.stash.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.closed.load(Ordering::Relaxed) {
+            stash.push(warm);
+        }
+    }
+
+    /// Lets go of the warm connections idle for `idle` or longer.
+    fn evict(&self, idle: Duration) {
+        let stale: Vec<WarmConnection> = {
+            let mut stash = self.stash.lock().unwrap_or_else(|e| e.into_inner());
+            let (keep, stale) = std::mem::take(&mut *stash)
+                .into_iter()
+                .partition(|warm| warm.idle_since.elapsed() < idle);
+            *stash = keep;
+            stale
+        };
+        drop(stale);
+    }
+
+    /// Lets go of every warm connection and keeps none from now on; reads still waiting
+    /// for a permit are told the pool is closed.
+    fn close(&self) {
+        let all = {
+            let mut stash = self.stash.lock().unwrap_or_else(|e| e.into_inner());
+            self.closed.store(true, Ordering::Relaxed);
+            std::mem::take(&mut *stash)
+        };
+        drop(all);
+        if let Some(permits) = &self.permits {
+            permits.close();
+        }
+    }
+
+    /// Warm connections waiting for a read, for `/metrics`.
+    fn idle(&self) -> usize {
+        self.stash.lock().map_or(0, |stash| stash.len())
+    }
+}
+
+/// A connection from the pool, its failures reported as sea-orm reports them, so
+/// `Database::run` reads them alike.
+async fn acquire(pool: &PgPool) -> Result<PoolConnection<Postgres>, DbErr> {
+    pool.acquire().await.map_err(|e| match e {
+        sea_orm::sqlx::Error::PoolTimedOut => {
+            DbErr::ConnectionAcquire(sea_orm::ConnAcquireErr::Timeout)
+        }
+        sea_orm::sqlx::Error::PoolClosed => {
+            DbErr::ConnectionAcquire(sea_orm::ConnAcquireErr::ConnectionClosed)
+        }
+        e => DbErr::Conn(RuntimeErr::SqlxError(Arc::new(e))),
+    })
+}
+
+fn query_error(e: sea_orm::sqlx::Error) -> DbErr {
+    DbErr::Query(RuntimeErr::SqlxError(Arc::new(e)))
 }
 
 /// Why a probe did not succeed.

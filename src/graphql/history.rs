@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use super::auth::{current_session, current_user_id};
 use super::connection::{ConversationConnection, ConversationEdge, MessageConnection, MessageEdge};
 use super::error::ApiError;
-use super::guard::with_database;
+use super::guard::{database, with_database};
 use crate::auth::SessionRef;
 use crate::entities::{conversation, message};
 use crate::history::cursor::{self, ConversationCursor};
@@ -208,11 +208,12 @@ impl HistoryQuery {
             }
             SessionRef::BetterAuthToken(_) => (current_user_id(ctx).await?, None),
         };
+        let db = database(ctx)?.clone();
         let (page, mut latest) = with_database(ctx, |conn| async move {
             let page = match session {
                 Some(session) => {
                     history::list_conversations_in_session(
-                        &conn,
+                        &db,
                         &session,
                         &reader,
                         first,
@@ -223,7 +224,7 @@ impl HistoryQuery {
                 }
                 None => Some(
                     history::list_conversations(
-                        &conn,
+                        &db,
                         &reader,
                         first,
                         after.as_ref(),

@@ -26,6 +26,7 @@ use sea_orm::{
 
 use crate::auth::SessionRef;
 use crate::auth::new_id;
+use crate::db::Database;
 use crate::entities::{conversation, message, user};
 use cursor::ConversationCursor;
 
@@ -207,14 +208,20 @@ impl Search {
 /// A reader's conversations, most recently active first (only those that match `search`,
 /// when given).
 pub async fn list_conversations(
-    conn: &DatabaseConnection,
+    db: &Database,
     user_id: &str,
     first: u64,
     after: Option<&ConversationCursor>,
     search: Option<&Search>,
 ) -> Result<Page<conversation::Model>, DbErr> {
-    let query = page_query(conn.get_database_backend(), user_id, first, after, search);
-    page_rows(conn, query)
+    let query = page_query(
+        db.connection().get_database_backend(),
+        user_id,
+        first,
+        after,
+        search,
+    );
+    page_rows(db, query)
         .await
         .map(|items| Page::of(items, first))
 }
@@ -225,7 +232,7 @@ pub async fn list_conversations(
 /// this reader's). Only an empty page costs the separate check, to tell "no
 /// conversations yet" from "no session".
 pub async fn list_conversations_in_session(
-    conn: &DatabaseConnection,
+    db: &Database,
     session: &SessionRef,
     user_id: &str,
     first: u64,
@@ -233,9 +240,10 @@ pub async fn list_conversations_in_session(
     search: Option<&Search>,
 ) -> Result<Option<Page<conversation::Model>>, DbErr> {
     let live = session.live().select_only().expr(Expr::val(1)).into_query();
+    let conn = db.connection();
     let query = page_query(conn.get_database_backend(), user_id, first, after, search)
         .filter(Expr::exists(live));
-    let items = page_rows(conn, query).await?;
+    let items = page_rows(db, query).await?;
     if items.is_empty()
         && crate::auth::user_id_of_session(conn, session)
             .await?
@@ -248,12 +256,14 @@ pub async fn list_conversations_in_session(
 
 /// The conversations a [`page_query`] selects, each read by the position of its column
 /// in [`PAGE_COLUMNS`] rather than by name: a page of 21 rows did 105 name lookups,
-/// hashing each column's name (`docs/benchmarks.md` §8).
+/// hashing each column's name (`docs/benchmarks.md` §8). Read through [`Database::read`],
+/// on a connection kept warm on PostgreSQL.
 async fn page_rows(
-    conn: &DatabaseConnection,
+    db: &Database,
     query: sea_orm::Select<conversation::Entity>,
 ) -> Result<Vec<conversation::Model>, DbErr> {
-    let rows = query.into_model::<ByPosition>().all(conn).await?;
+    let stmt = query.build(db.connection().get_database_backend());
+    let rows: Vec<ByPosition> = db.read(stmt).await?;
     Ok(rows.into_iter().map(|row| row.0).collect())
 }
 

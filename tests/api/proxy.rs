@@ -22,6 +22,9 @@ struct Shared {
     latency_ms: AtomicU64,
     /// Bumped to drop every live connection at once.
     cuts: watch::Sender<u64>,
+    /// Chunks read from clients and forwarded to the server: with TCP_NODELAY, each is
+    /// one write of the client's (a round trip's worth of protocol messages).
+    to_server: AtomicU64,
 }
 
 impl Proxy {
@@ -33,6 +36,7 @@ impl Proxy {
             open: AtomicBool::new(true),
             latency_ms: AtomicU64::new(0),
             cuts: watch::channel(0).0,
+            to_server: AtomicU64::new(0),
         });
         let task = tokio::spawn({
             let shared = shared.clone();
@@ -65,6 +69,11 @@ impl Proxy {
         self.shared.open.store(true, Ordering::SeqCst);
     }
 
+    /// How many chunks clients have sent the server so far, over every connection.
+    pub fn sent_to_server(&self) -> u64 {
+        self.shared.to_server.load(Ordering::SeqCst)
+    }
+
     pub fn set_latency(&self, latency: Duration) {
         self.shared
             .latency_ms
@@ -84,8 +93,8 @@ async fn forward(client: TcpStream, server: TcpStream, shared: Arc<Shared>) {
     let (client_read, client_write) = client.into_split();
     let (server_read, server_write) = server.into_split();
     tokio::select! {
-        _ = pump(client_read, server_write, &shared) => {}
-        _ = pump(server_read, client_write, &shared) => {}
+        _ = pump(client_read, server_write, &shared, Some(&shared.to_server)) => {}
+        _ = pump(server_read, client_write, &shared, None) => {}
         _ = cut.changed() => {}
     }
 }
@@ -94,6 +103,7 @@ async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     shared: &Shared,
+    count: Option<&AtomicU64>,
 ) {
     let mut buffer = vec![0u8; 16 * 1024];
     loop {
@@ -101,6 +111,9 @@ async fn pump(
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
+        if let Some(count) = count {
+            count.fetch_add(1, Ordering::SeqCst);
+        }
         let latency = shared.latency_ms.load(Ordering::SeqCst);
         if latency > 0 {
             tokio::time::sleep(Duration::from_millis(latency)).await;

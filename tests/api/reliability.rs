@@ -448,3 +448,83 @@ async fn chats_right_after_an_immediate_stop_are_answered() {
     }
     app.shutdown().await;
 }
+
+/// A history page costs PostgreSQL one round trip. The connection that has just answered
+/// a page is kept warm for the next one instead of going back to the pool, whose release
+/// ping (a Sync, then a wait for ReadyForQuery) was a second round trip per page. Counted
+/// on the wire, by a proxy in front of the shared cluster. With a pool of two (one may be
+/// warm), pages, sign-ups and chats all at once are still all answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_page_is_one_round_trip_to_postgresql() {
+    let Some(source) = crate::pg::shared() else {
+        return;
+    };
+    let url = reqwest::Url::parse(&source.create_database().await).unwrap();
+    let proxy = Proxy::start(url.port().unwrap_or(5432)).await;
+    let mut through_proxy = url.clone();
+    through_proxy.set_host(Some("127.0.0.1")).unwrap();
+    through_proxy.set_port(Some(proxy.port)).unwrap();
+    let app = spawn_app_with_url(
+        Backend::Postgres,
+        Some(through_proxy.as_str()),
+        &[("DATABASE_MAX_CONNECTIONS", "2")],
+    )
+    .await;
+    tokio::time::timeout(Duration::from_secs(30), app.database.wait_until_up())
+        .await
+        .expect("the database came up");
+    let token = access_token(&app, "wire@example.com", PASSWORD).await;
+    // A page with a conversation on it (an empty page checks the session on its own).
+    let chat = app.graphql_as(Some(&token), CHAT, json!({})).await;
+    assert!(!chat["data"]["chat"]["conversation"].is_null(), "{chat}");
+    let page = || async {
+        let response = app.graphql_as(Some(&token), HISTORY, json!({})).await;
+        assert_eq!(
+            response["data"]["conversations"]["edges"]
+                .as_array()
+                .map(Vec::len),
+            Some(1),
+            "{response}"
+        );
+    };
+    // The first pages prepare the statement on the connection.
+    for _ in 0..3 {
+        page().await;
+    }
+
+    const PAGES: u64 = 40;
+    let before = proxy.sent_to_server();
+    for _ in 0..PAGES {
+        page().await;
+    }
+    let sent = proxy.sent_to_server() - before;
+    // The slack is for the supervisor's probe (a ping every 2 s on its own connection).
+    assert!(
+        sent <= PAGES + 4,
+        "{sent} writes to PostgreSQL for {PAGES} history pages (two round trips each would be {})",
+        2 * PAGES
+    );
+
+    // One of the two connections may be warm: everything else still gets the other.
+    let mut work = Vec::new();
+    for n in 0..40 {
+        let (client, endpoint, token) = (app.client.clone(), app.url("/graphql"), token.clone());
+        work.push(tokio::spawn(async move {
+            let (query, variables) = match n % 4 {
+                0 => (
+                    "mutation($input: RegisterInput!) { register(input: $input) { user { id } } }",
+                    json!({ "input": { "email": format!("burst{n}@example.com"), "password": PASSWORD, "name": "Burst" } }),
+                ),
+                1 => (CHAT, json!({})),
+                _ => (HISTORY, json!({})),
+            };
+            post(&client, &endpoint, &token, query, variables).await
+        }));
+    }
+    for request in work {
+        let (status, body) = request.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert!(body["errors"].is_null(), "{body}");
+    }
+    app.shutdown().await;
+}
