@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Two (or more) builds of the server against each other, alternating, on bench/run.sh's
+# cluster and data (run `bench/run.sh peer` once first):
+#
+#   C=1000 S=15 ROUNDS=2 bench/ab.sh /path/to/lectern-before /path/to/lectern-after
+#
+# Each round starts each binary in turn on port 8088, mints fresh reader tokens, warms it
+# up for 5 s, then runs wrk with bench/wrk/history.lua ("a reader's 20 newest
+# conversations", every answer checked) at C connections for S seconds, and prints
+# req/s, p95 and the server's CPU per request (user + system from /proc over the
+# measured window). Copy each build's binary aside first: cargo overwrites its target.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+C=${C:-1000}; S=${S:-15}; ROUNDS=${ROUNDS:-2}
+TARGET=${CARGO_TARGET_DIR:-target}
+BENCH_DIR=${BENCH_DIR:-/var/tmp/lectern-bench}
+DB_URL="postgres://postgres@127.0.0.1:${PG_PORT:-55432}/lectern"
+export JWT_SECRET=${JWT_SECRET:-bench-secret-bench-secret-bench-secret-0123}
+HZ=$(getconf CLK_TCK)
+ulimit -n "$(ulimit -Hn)"
+readers=$(mktemp)
+pid=
+trap '[ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null; rm -f "$readers"' EXIT
+cpu() { awk -v hz="$HZ" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
+for _ in $(seq 1 "$ROUNDS"); do
+  for bin in "$@"; do
+    DATABASE_URL="$DB_URL" DATABASE_MAX_CONNECTIONS=${DATABASE_MAX_CONNECTIONS:-20} \
+    BIND_ADDR=127.0.0.1:8088 HEALTH_BIND_ADDR=127.0.0.1:8087 DATA_DIR="$BENCH_DIR/data" \
+    CORPUS_DIR="$BENCH_DIR/corpus" RUST_LOG=warn "$bin" serve 2> "$BENCH_DIR/ab-server.log" &
+    pid=$!
+    for _ in $(seq 1 100); do
+      curl -fs http://127.0.0.1:8088/readyz 2>/dev/null | grep -q '"database":"up"' && break
+      sleep 0.3
+    done
+    BENCH_READERS=${BENCH_READERS:-10000} DATABASE_URL="$DB_URL" "$TARGET/release/lectern-bench" tokens > "$readers"
+    WRK_TARGET=lectern WRK_READERS=$readers wrk -t2 -c"$C" -d5s --timeout 10s \
+      -s bench/wrk/history.lua http://127.0.0.1:8088 > /dev/null
+    before=$(cpu "$pid")
+    out=$(WRK_TARGET=lectern WRK_READERS=$readers wrk -t2 -c"$C" -d"${S}s" --timeout 10s \
+      -s bench/wrk/history.lua http://127.0.0.1:8088)
+    after=$(cpu "$pid")
+    echo "$out" | awk -v bin="$bin" -v c="$C" -v cpu="$(awk -v a="$before" -v b="$after" 'BEGIN {print b - a}')" '
+      /^RESULT/ { for (i = 2; i <= NF; i++) { split($i, kv, "="); r[kv[1]] = kv[2] }
+        printf "%-40s c=%-4d %7.0f req/s  p95 %7.2f ms  failed %d/%d  server %6.1f us/req\n",
+          bin, c, r["requests"] / r["seconds"], r["p95_ms"], r["failures"] + r["socket_errors"], r["checked"], cpu * 1e6 / r["requests"] }'
+    kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; pid=
+  done
+done
