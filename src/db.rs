@@ -354,7 +354,7 @@ impl Database {
             };
             // Warm connections nobody has read from lately go back to the pool, which pings
             // them and closes them after its idle timeout like any other.
-            self.inner.warm.evict(IDLE_BEFORE_PING);
+            self.inner.warm.evict();
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(delay) => {}
@@ -447,6 +447,13 @@ struct WarmConnection {
     idle_since: Instant,
 }
 
+impl WarmConnection {
+    /// Used within [`IDLE_BEFORE_PING`], so a read may have it unpinged.
+    fn fresh(&self) -> bool {
+        self.idle_since.elapsed() < IDLE_BEFORE_PING
+    }
+}
+
 /// A connection kept out of the pool. Dropped, a connection goes back to the pool by a
 /// task spawned on the runtime; outside one (a process ending) it is closed here instead.
 struct Kept(Option<PoolConnection<Postgres>>);
@@ -503,7 +510,7 @@ impl Warm {
             let mut stash = self.stash.lock().unwrap_or_else(|e| e.into_inner());
             loop {
                 match stash.pop() {
-                    Some(warm) if warm.idle_since.elapsed() < IDLE_BEFORE_PING => break Some(warm),
+                    Some(warm) if warm.fresh() => break Some(warm),
                     Some(warm) => stale.push(warm),
                     None => break None,
                 }
@@ -532,13 +539,13 @@ impl Warm {
         }
     }
 
-    /// Lets go of the warm connections idle for `idle` or longer.
-    fn evict(&self, idle: Duration) {
+    /// Lets go of the warm connections no read may take any more.
+    fn evict(&self) {
         let stale: Vec<WarmConnection> = {
             let mut stash = self.stash.lock().unwrap_or_else(|e| e.into_inner());
             let (keep, stale) = std::mem::take(&mut *stash)
                 .into_iter()
-                .partition(|warm| warm.idle_since.elapsed() < idle);
+                .partition(WarmConnection::fresh);
             *stash = keep;
             stale
         };

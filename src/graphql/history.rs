@@ -208,12 +208,12 @@ impl HistoryQuery {
             }
             SessionRef::BetterAuthToken(_) => (current_user_id(ctx).await?, None),
         };
-        let db = database(ctx)?.clone();
+        let db = database(ctx)?;
         let (page, mut latest) = with_database(ctx, |conn| async move {
             let page = match session {
                 Some(session) => {
                     history::list_conversations_in_session(
-                        &db,
+                        db,
                         &session,
                         &reader,
                         first,
@@ -224,7 +224,7 @@ impl HistoryQuery {
                 }
                 None => Some(
                     history::list_conversations(
-                        &db,
+                        db,
                         &reader,
                         first,
                         after.as_ref(),
