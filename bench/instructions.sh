@@ -5,6 +5,7 @@
 #
 #   bench/run.sh peer                    # once: the cluster, the seeded data, the binaries
 #   bench/instructions.sh [BINARY]       # default: the release build of this checkout
+#   CALLGRIND_OUT=/tmp/page.callgrind bench/instructions.sh   # and keep the profile
 #
 # Starts BINARY under callgrind on port 8088 against bench/run.sh's cluster (port 55432),
 # warms it up for 5 s, then counts only while wrk asks "a reader's 20 newest
@@ -45,6 +46,8 @@ requests=$(echo "$result" | sed -E 's/.* requests=([0-9]+) .*/\1/')
 failures=$(echo "$result" | sed -E 's/.* failures=([0-9]+) .*/\1/')
 [ "$failures" = 0 ] || { echo "$failures answers were wrong; not counted" >&2; exit 1; }
 dump=$(ls "$out"/callgrind.out.* | head -1)
+# CALLGRIND_OUT=FILE keeps the profile, for `callgrind_annotate --inclusive=yes FILE`.
+[ -z "${CALLGRIND_OUT:-}" ] || cp "$dump" "$CALLGRIND_OUT"
 callgrind_annotate --tree=caller "$dump" 2>/dev/null | python3 -c '
 import re, sys
 requests = int(sys.argv[1])

@@ -154,7 +154,8 @@ impl Database {
                 let pool = self.inner.conn.get_postgres_connection_pool();
                 self.inner.warm.read(pool, stmt).await?
             }
-            DatabaseKind::Sqlite => self.inner.conn.query_all_raw(stmt).await?,
+            // On the heap for the reason given in `run_with`.
+            DatabaseKind::Sqlite => Box::pin(self.inner.conn.query_all_raw(stmt)).await?,
         };
         rows.iter()
             .map(|row| M::from_query_result(row, ""))
@@ -203,13 +204,18 @@ impl Database {
             return Err(RunError::Unavailable);
         }
         let conn = self.inner.conn.clone();
+        // `op`'s future goes on the heap: a future holds every future it awaits, so one
+        // kept inline here made every caller's future as large again, and each layer is
+        // moved whole (memcpy) on its way into the task. A history page's reached 252 KB
+        // this way, and the copies were 7% of the server's CPU (docs/benchmarks.md §8,
+        // "Futures on the heap").
         let outcome = if bounded {
             let Ok(_permit) = self.inner.in_flight.try_acquire() else {
                 metrics::counter!("lectern_database_shed_total", "reason" => "pending")
                     .increment(1);
                 return Err(RunError::Busy);
             };
-            let work = tokio::time::timeout(self.inner.timeout, op(conn));
+            let work = tokio::time::timeout(self.inner.timeout, Box::pin(op(conn)));
             tokio::pin!(work);
             tokio::select! {
                 biased;
@@ -217,7 +223,7 @@ impl Database {
                 () = self.outage_noticed() => return Err(RunError::Unavailable),
             }
         } else {
-            Ok(op(conn).await)
+            Ok(Box::pin(op(conn)).await)
         };
         match outcome {
             Ok(Ok(value)) => Ok(value),
@@ -490,7 +496,9 @@ impl Warm {
             .map_err(|_| DbErr::ConnectionAcquire(sea_orm::ConnAcquireErr::ConnectionClosed))?;
         let (mut conn, since) = match self.take() {
             Some(warm) => warm,
-            None => (acquire(pool).await?, Instant::now()),
+            // sqlx's acquire future (with the connect it may do) is several kilobytes:
+            // on the heap, and only when no warm connection was at hand.
+            None => (Box::pin(acquire(pool)).await?, Instant::now()),
         };
         match query.fetch_all(&mut *conn).await {
             Ok(rows) => {

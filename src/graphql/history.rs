@@ -238,7 +238,9 @@ impl HistoryQuery {
             };
             let latest = if wants_latest {
                 let ids: Vec<String> = page.items.iter().map(|c| c.id.clone()).collect();
-                history::latest_messages(&conn, &ids).await?
+                // On the heap: only some pages ask for it, and inline it would enlarge
+                // every page's future (`Database::run_with` says why that matters).
+                Box::pin(history::latest_messages(&conn, &ids)).await?
             } else {
                 Default::default()
             };

@@ -244,8 +244,10 @@ pub async fn list_conversations_in_session(
     let query = page_query(conn.get_database_backend(), user_id, first, after, search)
         .filter(Expr::exists(live));
     let items = page_rows(db, query).await?;
+    // The rare second query's future on the heap, so it does not enlarge every page's
+    // (`Database::run_with` says why that matters).
     if items.is_empty()
-        && crate::auth::user_id_of_session(conn, session)
+        && Box::pin(crate::auth::user_id_of_session(conn, session))
             .await?
             .is_none()
     {
