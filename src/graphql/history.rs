@@ -2,7 +2,8 @@
 //! `Conversation`/`Message` types. Every field goes through the database guard; a page of
 //! conversations loads their latest messages in one extra query, and only when asked.
 
-use async_graphql::{Context, Enum, ID, Object, SimpleObject};
+use async_graphql::parser::types::SelectionSet;
+use async_graphql::{Context, Enum, ID, Object, ScalarType, SimpleObject, Value};
 use chrono::{DateTime, Utc};
 
 use super::auth::{current_session, current_user_id};
@@ -30,6 +31,23 @@ pub struct Conversation {
     model: conversation::Model,
     /// Loaded with the page when the query asks for it; `None` otherwise or when empty.
     latest: Option<message::Model>,
+}
+
+impl Conversation {
+    /// This conversation as a plain selection of its own columns resolves it
+    /// (`connection::object`); `None` for anything else, `messages` and `latestMessage`
+    /// included, which then go through the derived resolvers.
+    pub(super) fn plain(&self, set: &SelectionSet) -> Option<Value> {
+        let model = &self.model;
+        super::connection::object(set, |name, _| match name {
+            "__typename" => Some(Value::from("Conversation")),
+            "id" => Some(Value::String(model.id.clone())),
+            "title" => Some(Value::String(model.title.clone())),
+            "createdAt" => Some(ScalarType::to_value(&model.created_at)),
+            "updatedAt" => Some(ScalarType::to_value(&model.updated_at)),
+            _ => None,
+        })
+    }
 }
 
 impl From<conversation::Model> for Conversation {

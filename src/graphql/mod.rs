@@ -99,6 +99,8 @@ fn with_services(
     auth: AuthService,
     chat: Arc<ChatService>,
 ) -> LecternSchema {
+    // No extensions (`SchemaBuilder::extension`): a plain history page is resolved in one
+    // pass (`connection::plain_page`), which would skip their per-field hooks.
     let mut builder = builder.data(db).data(auth).data(chat);
     // Suggestions ("did you mean …") reveal the schema as surely as introspection does.
     if !settings.introspection {

@@ -129,6 +129,20 @@ impl TestApp {
         self.graphql_as(None, query, variables).await
     }
 
+    /// The body of a GraphQL answer as sent (key order and all), for `token`'s reader.
+    pub async fn graphql_text_as(&self, token: &str, query: &str) -> String {
+        let response = self
+            .client
+            .post(self.url("/graphql"))
+            .json(&json!({ "query": query }))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("the server answers");
+        assert_eq!(response.status(), 200);
+        response.text().await.expect("a body")
+    }
+
     /// Same, with `Authorization: Bearer <token>` when a token is given.
     pub async fn graphql_as(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
         let mut request = self

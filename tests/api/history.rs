@@ -462,6 +462,50 @@ async fn every_page_field_answers_and_cursors_from_before_an_upgrade_still_read(
     .await;
 }
 
+/// A page of plain fields is resolved in one pass (`graphql::connection`), anything else
+/// field by field through async-graphql: the two must answer byte for byte alike, in
+/// the order asked, aliases, `__typename` and all.
+#[tokio::test]
+async fn a_plain_page_answers_exactly_as_one_resolved_field_by_field() {
+    const FIELDS: &str = "a: edges { c: cursor node { __typename id title createdAt updatedAt } }
+      pageInfo { endCursor hasNextPage startCursor hasPreviousPage __typename }
+      nodes { title id } __typename";
+    for_each_backend(|app| async move {
+        let ada = reader(&app, "ada@example.com").await;
+        for n in 0..3 {
+            start(&app, &ada, n).await;
+        }
+        let ask = |query: String| {
+            let app = &app;
+            let token = ada.token.clone();
+            async move { app.graphql_text_as(&token, &query).await }
+        };
+        let plain = ask(format!("{{ conversations(first: 2) {{ {FIELDS} }} }}")).await;
+        assert!(plain.contains(r#""a":[{"c":""#), "{plain}");
+        assert!(!plain.contains("errors"), "{plain}");
+        // Through a fragment, and with a directive: async-graphql resolves these.
+        let fragment = ask(format!(
+            "{{ conversations(first: 2) {{ ... on ConversationConnection {{ {FIELDS} }} }} }}"
+        ))
+        .await;
+        assert_eq!(plain, fragment);
+        let directive = ask(format!(
+            "{{ conversations(first: 2) {{ {} }} }}",
+            FIELDS.replace("nodes {", "nodes @include(if: true) {")
+        ))
+        .await;
+        assert_eq!(plain, directive);
+        // A response key asked twice is merged, as the field-by-field resolution does.
+        let twice =
+            ask("{ conversations(first: 2) { edges { cursor } edges { node { id } } } }".into())
+                .await;
+        let once = ask("{ conversations(first: 2) { edges { cursor node { id } } } }".into()).await;
+        assert_eq!(twice, once);
+        app.shutdown().await;
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn logout_closes_history_to_the_old_access_token() {
     for_each_backend(|app| async move {
