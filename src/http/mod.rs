@@ -4,6 +4,8 @@
 //! - [`serve`]: the accept loop (connection cap, header and idle timeouts).
 //! - [`admission`]: how many of one client's requests are read and checked at once.
 //! - [`probes`]: `/healthz`, `/readyz` and `/metrics` on a listener and thread of their own.
+//! - [`respond`]: a GraphQL response of plain data, written as JSON without serde's
+//!   byte-at-a-time escaping.
 //! - [`client`]: the client's address through trusted proxies.
 //! - [`ws`]: GraphQL over WebSocket (graphql-transport-ws).
 //! - [`graphiql`]: the GraphiQL page and its embedded assets.
@@ -12,6 +14,7 @@ pub mod admission;
 pub mod client;
 pub mod graphiql;
 pub mod probes;
+pub mod respond;
 pub mod serve;
 pub mod ws;
 
@@ -271,7 +274,7 @@ async fn graphql_handler(
     }
     crate::metering::record_request(label, &response, started.elapsed());
     give_errors_a_code(&mut response);
-    GraphQLResponse::from(response).into_response()
+    respond::graphql(response)
 }
 
 /// Why a body did not become a request.
