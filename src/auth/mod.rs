@@ -460,12 +460,25 @@ impl SessionRef {
     /// The one rule for "this session is live": it exists, is unexpired, and (for our
     /// tokens) belongs to the user the token names. Every session check builds on it.
     pub fn live(&self) -> sea_orm::Select<session::Entity> {
-        let query = session::Entity::find().filter(session::Column::ExpiresAt.gt(Utc::now()));
+        self.live_at(Utc::now())
+    }
+
+    /// [`SessionRef::live`] as of `now`.
+    pub fn live_at(&self, now: DateTime<Utc>) -> sea_orm::Select<session::Entity> {
+        let query = session::Entity::find().filter(session::Column::ExpiresAt.gt(now));
         match self {
             SessionRef::Id { id, user_id } => query
                 .filter(session::Column::Id.eq(id))
                 .filter(session::Column::UserId.eq(user_id)),
             SessionRef::BetterAuthToken(token) => query.filter(session::Column::Token.eq(token)),
+        }
+    }
+
+    /// The values [`SessionRef::live_at`] binds after `now`, in order.
+    pub fn live_values(&self) -> Vec<sea_orm::Value> {
+        match self {
+            SessionRef::Id { id, user_id } => vec![id.as_str().into(), user_id.as_str().into()],
+            SessionRef::BetterAuthToken(token) => vec![token.as_str().into()],
         }
     }
 }

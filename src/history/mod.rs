@@ -17,11 +17,12 @@ pub mod export;
 
 use std::collections::HashMap;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, Func, Query};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr,
     EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QueryResult, QuerySelect, QueryTrait,
+    Statement,
 };
 
 use crate::auth::SessionRef;
@@ -186,21 +187,26 @@ impl Search {
                 r#"(to_tsvector('english', "conversation"."title") @@ plainto_tsquery('english', $1)
                    OR EXISTS (SELECT 1 FROM "message" m WHERE m."conversationId" = "conversation"."id"
                               AND to_tsvector('english', m."content") @@ plainto_tsquery('english', $1)))"#,
-                [self.text.clone()],
+                [self.bound(backend)],
             ),
-            _ => {
-                // Each word as an FTS5 string, so nothing in it is query syntax.
-                let query = self
-                    .words
-                    .iter()
-                    .map(|w| format!("\"{w}\""))
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                Expr::cust_with_values(
-                    r#""conversation"."id" IN (SELECT "conversationId" FROM conversation_search WHERE conversation_search MATCH ?)"#,
-                    [query],
-                )
-            }
+            _ => Expr::cust_with_values(
+                r#""conversation"."id" IN (SELECT "conversationId" FROM conversation_search WHERE conversation_search MATCH ?)"#,
+                [self.bound(backend)],
+            ),
+        }
+    }
+
+    /// The value [`Search::condition`] binds.
+    fn bound(&self, backend: DatabaseBackend) -> String {
+        match backend {
+            DatabaseBackend::Postgres => self.text.clone(),
+            // Each word as an FTS5 string, so nothing in it is query syntax.
+            _ => self
+                .words
+                .iter()
+                .map(|w| format!("\"{w}\""))
+                .collect::<Vec<_>>()
+                .join(" "),
         }
     }
 }
@@ -214,14 +220,14 @@ pub async fn list_conversations(
     after: Option<&ConversationCursor>,
     search: Option<&Search>,
 ) -> Result<Page<conversation::Model>, DbErr> {
-    let query = page_query(
-        db.connection().get_database_backend(),
+    let page = PageRequest {
         user_id,
         first,
         after,
         search,
-    );
-    page_rows(db, query)
+        session: None,
+    };
+    page_rows(db, &page)
         .await
         .map(|items| Page::of(items, first))
 }
@@ -239,11 +245,15 @@ pub async fn list_conversations_in_session(
     after: Option<&ConversationCursor>,
     search: Option<&Search>,
 ) -> Result<Option<Page<conversation::Model>>, DbErr> {
-    let live = session.live().select_only().expr(Expr::val(1)).into_query();
+    let page = PageRequest {
+        user_id,
+        first,
+        after,
+        search,
+        session: Some(session),
+    };
+    let items = page_rows(db, &page).await?;
     let conn = db.connection();
-    let query = page_query(conn.get_database_backend(), user_id, first, after, search)
-        .filter(Expr::exists(live));
-    let items = page_rows(db, query).await?;
     // The rare second query's future on the heap, so it does not enlarge every page's
     // (`Database::run_with` says why that matters).
     if items.is_empty()
@@ -256,17 +266,97 @@ pub async fn list_conversations_in_session(
     Ok(Some(Page::of(items, first)))
 }
 
-/// The conversations a [`page_query`] selects, each read by the position of its column
+/// The conversations a page's statement selects, each read by the position of its column
 /// in [`PAGE_COLUMNS`] rather than by name: a page of 21 rows did 105 name lookups,
 /// hashing each column's name (`docs/benchmarks.md` §8). Read through [`Database::read`],
 /// on a connection kept warm on PostgreSQL.
 async fn page_rows(
     db: &Database,
-    query: sea_orm::Select<conversation::Entity>,
+    page: &PageRequest<'_>,
 ) -> Result<Vec<conversation::Model>, DbErr> {
-    let stmt = query.build(db.connection().get_database_backend());
+    let stmt = page.statement(db.connection().get_database_backend(), Utc::now());
     let rows: Vec<ByPosition> = db.read(stmt).await?;
     Ok(rows.into_iter().map(|row| row.0).collect())
+}
+
+/// What one page of a reader's conversations is asked with.
+struct PageRequest<'a> {
+    user_id: &'a str,
+    first: u64,
+    after: Option<&'a ConversationCursor>,
+    search: Option<&'a Search>,
+    /// The session to check in the same statement ([`list_conversations_in_session`]).
+    session: Option<&'a SessionRef>,
+}
+
+/// A page statement's SQL text by its shape ([`PageRequest::shape`]): sea-query builds
+/// it for the first page of each shape, later pages bind their values to the same text.
+/// Building the statement was a tenth of a history page's instructions
+/// (`docs/benchmarks.md` §8).
+static PAGE_SQL: [std::sync::OnceLock<String>; 24] = [const { std::sync::OnceLock::new() }; 24];
+
+impl PageRequest<'_> {
+    /// What the SQL text depends on: the backend, whether search and cursor are there,
+    /// and the kind of session checked, if any. Everything else is a bound value.
+    fn shape(&self, backend: DatabaseBackend) -> usize {
+        let session = match self.session {
+            None => 0,
+            Some(SessionRef::Id { .. }) => 1,
+            Some(SessionRef::BetterAuthToken(_)) => 2,
+        };
+        usize::from(backend == DatabaseBackend::Postgres)
+            | usize::from(self.search.is_some()) << 1
+            | usize::from(self.after.is_some()) << 2
+            | session << 3
+    }
+
+    fn statement(&self, backend: DatabaseBackend, now: DateTime<Utc>) -> Statement {
+        let sql = PAGE_SQL[self.shape(backend)].get_or_init(|| self.build(backend, now).sql);
+        Statement::from_sql_and_values(backend, sql.as_str(), self.values(backend, now))
+    }
+
+    /// The statement as sea-query builds it.
+    fn build(&self, backend: DatabaseBackend, now: DateTime<Utc>) -> Statement {
+        let mut query = page_query(backend, self.user_id, self.first, self.after, self.search);
+        if let Some(session) = self.session {
+            let live = session
+                .live_at(now)
+                .select_only()
+                .expr(Expr::val(1))
+                .into_query();
+            query = query.filter(Expr::exists(live));
+        }
+        query.build(backend)
+    }
+
+    /// The values [`PageRequest::build`] binds, in the order its text asks for them (a
+    /// test holds the two together for every shape).
+    fn values(&self, backend: DatabaseBackend, now: DateTime<Utc>) -> Vec<sea_orm::Value> {
+        let mut values = vec![sea_orm::Value::from(self.user_id)];
+        if let Some(search) = self.search {
+            // PostgreSQL's condition names its value twice, and each is bound.
+            let times = if backend == DatabaseBackend::Postgres {
+                2
+            } else {
+                1
+            };
+            let bound = search.bound(backend);
+            values.extend(std::iter::repeat_n(bound, times).map(sea_orm::Value::from));
+        }
+        if let Some(after) = self.after {
+            values.push(after.updated_at.into());
+            values.push(after.updated_at.into());
+            values.push(after.id.as_str().into());
+        }
+        if let Some(session) = self.session {
+            // `SELECT 1` binds its 1, then the live session's values.
+            values.push(1i32.into());
+            values.push(now.into());
+            values.extend(session.live_values());
+        }
+        values.push((self.first + 1).into());
+        values
+    }
 }
 
 /// What a [`page_query`] selects, in this order: [`ByPosition`] reads them by position.
@@ -642,6 +732,49 @@ pub async fn delete(conn: &DatabaseConnection, user_id: &str, id: &str) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_page_shape_binds_what_sea_query_binds_in_its_order() {
+        let now = Utc::now();
+        let after = ConversationCursor {
+            updated_at: now - chrono::Duration::minutes(5),
+            id: "0193a0a0-0000-7000-8000-000000000001".into(),
+        };
+        let search = Search::parse("tides and currents").unwrap();
+        let sessions = [
+            SessionRef::Id {
+                id: "session-1".into(),
+                user_id: "reader-1".into(),
+            },
+            SessionRef::BetterAuthToken("token-1".into()),
+        ];
+        let mut shapes = std::collections::HashSet::new();
+        for backend in [DatabaseBackend::Postgres, DatabaseBackend::Sqlite] {
+            for bits in 0..8 {
+                for session in &sessions {
+                    let page = PageRequest {
+                        user_id: "reader-1",
+                        first: 20,
+                        after: (bits & 1 != 0).then_some(&after),
+                        search: (bits & 2 != 0).then_some(&search),
+                        session: (bits & 4 != 0).then_some(session),
+                    };
+                    let built = page.build(backend, now);
+                    assert_eq!(
+                        built.values.as_ref().map(|v| &v.0),
+                        Some(&page.values(backend, now)),
+                        "{}",
+                        built.sql
+                    );
+                    shapes.insert(page.shape(backend));
+                    // Cached or not, the statement is the one sea-query builds.
+                    assert_eq!(page.statement(backend, now), built);
+                    assert_eq!(page.statement(backend, now), built);
+                }
+            }
+        }
+        assert_eq!(shapes.len(), PAGE_SQL.len());
+    }
 
     #[test]
     fn titles_are_trimmed_and_bounded() {
