@@ -71,7 +71,10 @@ fn start() -> Option<Server> {
         let up = std::process::Command::new("curl")
             .args(["-fs", "-o", "/dev/null", &ready])
             .status()
-            .is_ok_and(|s| s.success());
+            .is_ok_and(|s| s.success())
+            // REST can answer before the gRPC listener is bound (a test once found it
+            // refusing connections right after `/readyz` said ready).
+            && std::net::TcpStream::connect(("127.0.0.1", grpc)).is_ok();
         if up {
             break;
         }
