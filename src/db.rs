@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 
 use migration::{Migrator, MigratorTrait};
 use sea_orm::sqlx::pool::PoolConnection;
+use sea_orm::sqlx::postgres::PgRow;
 use sea_orm::sqlx::{PgPool, Postgres};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr,
-    FromQueryResult, QueryResult, RuntimeErr, SqliteTransactionMode, Statement, TransactionOptions,
+    FromQueryResult, RuntimeErr, SqliteTransactionMode, Statement, TransactionOptions,
     TransactionTrait,
 };
 use tokio::sync::{Notify, Semaphore, watch};
@@ -148,11 +149,11 @@ impl Database {
     /// about a tenth of its CPU (`docs/benchmarks.md` §8). A connection that has just
     /// answered a read in full is known to be ready, so it is kept for the next read
     /// instead. See [`Warm`] for the bounds. SQLite goes through the pool as before.
-    pub async fn read<M: FromQueryResult>(&self, stmt: Statement) -> Result<Vec<M>, DbErr> {
+    pub async fn read<M: ReadRow>(&self, stmt: Statement) -> Result<Vec<M>, DbErr> {
         let rows = match self.inner.kind {
             DatabaseKind::Postgres => {
                 let pool = self.inner.conn.get_postgres_connection_pool();
-                self.inner.warm.read(pool, stmt).await?
+                return M::from_pg_rows(&self.inner.warm.read(pool, stmt).await?);
             }
             // On the heap for the reason given in `run_with`.
             DatabaseKind::Sqlite => Box::pin(self.inner.conn.query_all_raw(stmt)).await?,
@@ -483,12 +484,11 @@ impl Warm {
         }
     }
 
-    async fn read(&self, pool: &PgPool, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+    async fn read(&self, pool: &PgPool, stmt: Statement) -> Result<Vec<PgRow>, DbErr> {
         let values = sea_query_sqlx::SqlxValues(stmt.values.unwrap_or(sea_orm::Values(Vec::new())));
         let query = sea_orm::sqlx::query_with(sea_orm::sqlx::AssertSqlSafe(stmt.sql), values);
         let Some(permits) = &self.permits else {
-            let rows = query.fetch_all(pool).await.map_err(query_error)?;
-            return Ok(rows.into_iter().map(QueryResult::from).collect());
+            return query.fetch_all(pool).await.map_err(query_error);
         };
         let _permit = permits
             .acquire()
@@ -503,7 +503,7 @@ impl Warm {
         match query.fetch_all(&mut *conn).await {
             Ok(rows) => {
                 self.put(conn, since);
-                Ok(rows.into_iter().map(QueryResult::from).collect())
+                Ok(rows)
             }
             // Dropped, `conn` goes back through the pool's ping, which closes it if broken.
             Err(e) => Err(query_error(e)),
@@ -592,6 +592,42 @@ async fn acquire(pool: &PgPool) -> Result<PoolConnection<Postgres>, DbErr> {
         }
         e => DbErr::Conn(RuntimeErr::SqlxError(Arc::new(e))),
     })
+}
+
+/// A row type [`Database::read`] reads: from sea-orm's rows on SQLite, and straight from
+/// sqlx's on PostgreSQL, where sea-orm's reading checked each value's type against the
+/// column's (a tenth of a history page's instructions): a result's columns have the same
+/// types in every row, so [`check_column`] once per result does.
+pub trait ReadRow: FromQueryResult {
+    fn from_pg_rows(rows: &[PgRow]) -> Result<Vec<Self>, DbErr>;
+}
+
+/// Refuses a result whose column `index` cannot be read as a `T`.
+pub fn check_column<T: sea_orm::sqlx::Type<Postgres>>(
+    row: &PgRow,
+    index: usize,
+) -> Result<(), DbErr> {
+    use sea_orm::sqlx::{Column as _, Row as _, TypeInfo as _};
+    let column = row.try_column(index).map_err(query_error)?;
+    if T::compatible(column.type_info()) {
+        Ok(())
+    } else {
+        Err(DbErr::Type(format!(
+            "column {} is {}, not readable as {}",
+            column.name(),
+            column.type_info().name(),
+            std::any::type_name::<T>()
+        )))
+    }
+}
+
+/// Column `index` of a row whose column types [`check_column`] has checked.
+pub fn checked_column<'r, T>(row: &'r PgRow, index: usize) -> Result<T, DbErr>
+where
+    T: sea_orm::sqlx::Decode<'r, Postgres> + sea_orm::sqlx::Type<Postgres>,
+{
+    use sea_orm::sqlx::Row as _;
+    row.try_get_unchecked(index).map_err(query_error)
 }
 
 fn query_error(e: sea_orm::sqlx::Error) -> DbErr {

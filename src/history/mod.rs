@@ -30,6 +30,7 @@ use crate::auth::new_id;
 use crate::db::Database;
 use crate::entities::{conversation, message, user};
 use cursor::ConversationCursor;
+use sea_orm::sqlx::postgres::PgRow;
 
 /// The accepted page sizes, for conversations and for messages.
 pub const PAGE_SIZES: std::ops::RangeInclusive<u64> = 1..=100;
@@ -369,6 +370,30 @@ const PAGE_COLUMNS: [conversation::Column; 5] = [
 ];
 
 struct ByPosition(conversation::Model);
+
+impl crate::db::ReadRow for ByPosition {
+    fn from_pg_rows(rows: &[PgRow]) -> Result<Vec<Self>, DbErr> {
+        use crate::db::{check_column, checked_column};
+        if let Some(row) = rows.first() {
+            check_column::<String>(row, 0)?;
+            check_column::<String>(row, 1)?;
+            check_column::<String>(row, 2)?;
+            check_column::<DateTime<Utc>>(row, 3)?;
+            check_column::<DateTime<Utc>>(row, 4)?;
+        }
+        rows.iter()
+            .map(|row| {
+                Ok(Self(conversation::Model {
+                    id: checked_column(row, 0)?,
+                    user_id: checked_column(row, 1)?,
+                    title: checked_column(row, 2)?,
+                    created_at: checked_column(row, 3)?,
+                    updated_at: checked_column(row, 4)?,
+                }))
+            })
+            .collect()
+    }
+}
 
 impl FromQueryResult for ByPosition {
     fn from_query_result(row: &QueryResult, _prefix: &str) -> Result<Self, DbErr> {
