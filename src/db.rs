@@ -595,9 +595,9 @@ async fn acquire(pool: &PgPool) -> Result<PoolConnection<Postgres>, DbErr> {
 }
 
 /// A row type [`Database::read`] reads: from sea-orm's rows on SQLite, and straight from
-/// sqlx's on PostgreSQL, where sea-orm's reading checked each value's type against the
-/// column's (a tenth of a history page's instructions): a result's columns have the same
-/// types in every row, so [`check_column`] once per result does.
+/// sqlx's on PostgreSQL. There sqlx checked each value's type against its column's (about
+/// a twentieth of a history page's instructions); a result's columns have the same types
+/// in every row, so [`check_column`] on the first row does for all of them.
 pub trait ReadRow: FromQueryResult {
     fn from_pg_rows(rows: &[PgRow]) -> Result<Vec<Self>, DbErr>;
 }
