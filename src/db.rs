@@ -150,17 +150,19 @@ impl Database {
     /// answered a read in full is known to be ready, so it is kept for the next read
     /// instead. See [`Warm`] for the bounds. SQLite goes through the pool as before.
     pub async fn read<M: ReadRow>(&self, stmt: Statement) -> Result<Vec<M>, DbErr> {
-        let rows = match self.inner.kind {
+        match self.inner.kind {
             DatabaseKind::Postgres => {
                 let pool = self.inner.conn.get_postgres_connection_pool();
-                return M::from_pg_rows(&self.inner.warm.read(pool, stmt).await?);
+                M::from_pg_rows(&self.inner.warm.read(pool, stmt).await?)
             }
-            // On the heap for the reason given in `run_with`.
-            DatabaseKind::Sqlite => Box::pin(self.inner.conn.query_all_raw(stmt)).await?,
-        };
-        rows.iter()
-            .map(|row| M::from_query_result(row, ""))
-            .collect()
+            DatabaseKind::Sqlite => {
+                // On the heap for the reason given in `run_with`.
+                let rows = Box::pin(self.inner.conn.query_all_raw(stmt)).await?;
+                rows.iter()
+                    .map(|row| M::from_query_result(row, ""))
+                    .collect()
+            }
+        }
     }
 
     /// Whether request work may go to the database: the last known state, read at once.
@@ -595,39 +597,26 @@ async fn acquire(pool: &PgPool) -> Result<PoolConnection<Postgres>, DbErr> {
 }
 
 /// A row type [`Database::read`] reads: from sea-orm's rows on SQLite, and straight from
-/// sqlx's on PostgreSQL. There sqlx checked each value's type against its column's (about
-/// a twentieth of a history page's instructions); a result's columns have the same types
-/// in every row, so [`check_column`] on the first row does for all of them.
+/// sqlx's on PostgreSQL (with [`pg_column`]). There sqlx checked each value's type against
+/// its column's (about a twentieth of a history page's instructions); a result's columns
+/// have the same types in every row, so checking the first row does for all of them.
 pub trait ReadRow: FromQueryResult {
     fn from_pg_rows(rows: &[PgRow]) -> Result<Vec<Self>, DbErr>;
 }
 
-/// Refuses a result whose column `index` cannot be read as a `T`.
-pub fn check_column<T: sea_orm::sqlx::Type<Postgres>>(
-    row: &PgRow,
-    index: usize,
-) -> Result<(), DbErr> {
-    use sea_orm::sqlx::{Column as _, Row as _, TypeInfo as _};
-    let column = row.try_column(index).map_err(query_error)?;
-    if T::compatible(column.type_info()) {
-        Ok(())
-    } else {
-        Err(DbErr::Type(format!(
-            "column {} is {}, not readable as {}",
-            column.name(),
-            column.type_info().name(),
-            std::any::type_name::<T>()
-        )))
-    }
-}
-
-/// Column `index` of a row whose column types [`check_column`] has checked.
-pub fn checked_column<'r, T>(row: &'r PgRow, index: usize) -> Result<T, DbErr>
+/// Column `index` of a row, its type checked against the column's when `check` (for the
+/// first row of a result: the others have the same column types).
+pub fn pg_column<'r, T>(row: &'r PgRow, index: usize, check: bool) -> Result<T, DbErr>
 where
     T: sea_orm::sqlx::Decode<'r, Postgres> + sea_orm::sqlx::Type<Postgres>,
 {
     use sea_orm::sqlx::Row as _;
-    row.try_get_unchecked(index).map_err(query_error)
+    if check {
+        row.try_get(index)
+    } else {
+        row.try_get_unchecked(index)
+    }
+    .map_err(query_error)
 }
 
 fn query_error(e: sea_orm::sqlx::Error) -> DbErr {

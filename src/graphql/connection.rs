@@ -37,8 +37,10 @@ pub struct PageInfo {
 
 /// A connection type, its edge, and `$view`: the connection as async-graphql resolves
 /// it (by field, through the derived resolvers), under the connection's GraphQL name.
+/// The connection resolves as `$plain` (its value from the selection) says when that
+/// gives a value, and as `$view` otherwise.
 macro_rules! connection {
-    ($connection:ident, $name:literal, $view:ident, $edge:ident, $node:ty) => {
+    ($connection:ident, $name:literal, $view:ident, $edge:ident, $node:ty, $plain:expr) => {
         /// An edge in a connection.
         #[derive(SimpleObject)]
         #[graphql(serial)]
@@ -85,6 +87,28 @@ macro_rules! connection {
                 self.0.edges.iter().map(|edge| &edge.node).collect()
             }
         }
+
+        impl OutputType for $connection {
+            fn type_name() -> Cow<'static, str> {
+                $view::type_name()
+            }
+
+            fn create_type_info(registry: &mut Registry) -> String {
+                $view::create_type_info(registry)
+            }
+
+            async fn resolve(
+                &self,
+                ctx: &ContextSelectionSet<'_>,
+                field: &Positioned<Field>,
+            ) -> ServerResult<Value> {
+                let plain: fn(&$connection, &SelectionSet) -> Option<Value> = $plain;
+                match plain(self, &ctx.item.node) {
+                    Some(value) => Ok(value),
+                    None => OutputType::resolve(&$view(self), ctx, field).await,
+                }
+            }
+        }
     };
 }
 
@@ -93,54 +117,18 @@ connection!(
     "ConversationConnection",
     ConversationView,
     ConversationEdge,
-    Conversation
+    Conversation,
+    plain_page
 );
+// Messages are always resolved field by field.
 connection!(
     MessageConnection,
     "MessageConnection",
     MessageView,
     MessageEdge,
-    Message
+    Message,
+    |_, _| None
 );
-
-impl OutputType for MessageConnection {
-    fn type_name() -> Cow<'static, str> {
-        MessageView::type_name()
-    }
-
-    fn create_type_info(registry: &mut Registry) -> String {
-        MessageView::create_type_info(registry)
-    }
-
-    async fn resolve(
-        &self,
-        ctx: &ContextSelectionSet<'_>,
-        field: &Positioned<Field>,
-    ) -> ServerResult<Value> {
-        OutputType::resolve(&MessageView(self), ctx, field).await
-    }
-}
-
-impl OutputType for ConversationConnection {
-    fn type_name() -> Cow<'static, str> {
-        ConversationView::type_name()
-    }
-
-    fn create_type_info(registry: &mut Registry) -> String {
-        ConversationView::create_type_info(registry)
-    }
-
-    async fn resolve(
-        &self,
-        ctx: &ContextSelectionSet<'_>,
-        field: &Positioned<Field>,
-    ) -> ServerResult<Value> {
-        match plain_page(self, &ctx.item.node) {
-            Some(value) => Ok(value),
-            None => OutputType::resolve(&ConversationView(self), ctx, field).await,
-        }
-    }
-}
 
 /// The page as async-graphql would resolve it, when every selection in it is a plain
 /// field this knows (no fragment, directive or argument, no response key twice); `None`

@@ -316,9 +316,32 @@ impl PageRequest<'_> {
         Statement::from_sql_and_values(backend, sql.as_str(), self.values(backend, now))
     }
 
-    /// The statement as sea-query builds it.
+    /// The statement as sea-query builds it: the reader's conversations, newest activity
+    /// first, from `after` on, one more than asked for (to know whether there is a next
+    /// page).
     fn build(&self, backend: DatabaseBackend, now: DateTime<Utc>) -> Statement {
-        let mut query = page_query(backend, self.user_id, self.first, self.after, self.search);
+        let mut query = conversation::Entity::find()
+            .select_only()
+            .columns(PAGE_COLUMNS)
+            .filter(conversation::Column::UserId.eq(self.user_id));
+        if let Some(search) = self.search {
+            query = query.filter(search.condition(backend));
+        }
+        if let Some(after) = self.after {
+            query = query.filter(
+                Condition::any()
+                    .add(conversation::Column::UpdatedAt.lt(after.updated_at))
+                    .add(
+                        Condition::all()
+                            .add(conversation::Column::UpdatedAt.eq(after.updated_at))
+                            .add(conversation::Column::Id.lt(after.id.as_str())),
+                    ),
+            );
+        }
+        query = query
+            .order_by_desc(conversation::Column::UpdatedAt)
+            .order_by_desc(conversation::Column::Id)
+            .limit(self.first + 1);
         if let Some(session) = self.session {
             let live = session
                 .live_at(now)
@@ -360,7 +383,7 @@ impl PageRequest<'_> {
     }
 }
 
-/// What a [`page_query`] selects, in this order: [`ByPosition`] reads them by position.
+/// What a page's statement selects, in this order: [`ByPosition`] reads them by position.
 const PAGE_COLUMNS: [conversation::Column; 5] = [
     conversation::Column::Id,
     conversation::Column::UserId,
@@ -373,22 +396,17 @@ struct ByPosition(conversation::Model);
 
 impl crate::db::ReadRow for ByPosition {
     fn from_pg_rows(rows: &[PgRow]) -> Result<Vec<Self>, DbErr> {
-        use crate::db::{check_column, checked_column};
-        if let Some(row) = rows.first() {
-            check_column::<String>(row, 0)?;
-            check_column::<String>(row, 1)?;
-            check_column::<String>(row, 2)?;
-            check_column::<DateTime<Utc>>(row, 3)?;
-            check_column::<DateTime<Utc>>(row, 4)?;
-        }
+        use crate::db::pg_column;
         rows.iter()
-            .map(|row| {
+            .enumerate()
+            .map(|(i, row)| {
+                let check = i == 0;
                 Ok(Self(conversation::Model {
-                    id: checked_column(row, 0)?,
-                    user_id: checked_column(row, 1)?,
-                    title: checked_column(row, 2)?,
-                    created_at: checked_column(row, 3)?,
-                    updated_at: checked_column(row, 4)?,
+                    id: pg_column(row, 0, check)?,
+                    user_id: pg_column(row, 1, check)?,
+                    title: pg_column(row, 2, check)?,
+                    created_at: pg_column(row, 3, check)?,
+                    updated_at: pg_column(row, 4, check)?,
                 }))
             })
             .collect()
@@ -405,39 +423,6 @@ impl FromQueryResult for ByPosition {
             updated_at: row.try_get_by_index(4)?,
         }))
     }
-}
-
-/// A reader's conversations, newest activity first, from `after` on, one more than asked
-/// for (to know whether there is a next page).
-fn page_query(
-    backend: DatabaseBackend,
-    user_id: &str,
-    first: u64,
-    after: Option<&ConversationCursor>,
-    search: Option<&Search>,
-) -> sea_orm::Select<conversation::Entity> {
-    let mut query = conversation::Entity::find()
-        .select_only()
-        .columns(PAGE_COLUMNS)
-        .filter(conversation::Column::UserId.eq(user_id));
-    if let Some(search) = search {
-        query = query.filter(search.condition(backend));
-    }
-    if let Some(after) = after {
-        query = query.filter(
-            Condition::any()
-                .add(conversation::Column::UpdatedAt.lt(after.updated_at))
-                .add(
-                    Condition::all()
-                        .add(conversation::Column::UpdatedAt.eq(after.updated_at))
-                        .add(conversation::Column::Id.lt(after.id.as_str())),
-                ),
-        );
-    }
-    query
-        .order_by_desc(conversation::Column::UpdatedAt)
-        .order_by_desc(conversation::Column::Id)
-        .limit(first + 1)
 }
 
 impl<T> Page<T> {
