@@ -22,6 +22,7 @@ pub mod graphql;
 pub mod history;
 pub mod http;
 pub mod insights;
+pub mod json;
 pub mod llm;
 pub mod metering;
 pub mod replicas;

@@ -6,20 +6,22 @@
 //! (`docs/benchmarks.md` §8).
 //!
 //! A page of conversations asked for with plain fields only (the history list's
-//! everyday shape) goes further and is resolved here in one pass over the selection
-//! ([`plain_page`]), without a future per field; anything else (a fragment, a directive,
-//! an argument, a repeated response key, `messages`, `latestMessage`) is resolved by
-//! async-graphql as before. Both give the same response.
+//! everyday shape) goes further: it is written here as JSON text in one pass over the
+//! selection ([`plain_page`]), without a future per field or a tree of values to build,
+//! drop and walk again; anything else (a fragment, a directive, an argument, a repeated
+//! response key, `messages`, `latestMessage`) is resolved by async-graphql as before.
+//! Both give the same response. The text travels as [`json::JsonText`] says.
 
 use std::borrow::Cow;
 
 use async_graphql::parser::types::{Field, Selection, SelectionSet};
 use async_graphql::registry::Registry;
 use async_graphql::{
-    ContextSelectionSet, Name, Object, OutputType, Positioned, ServerResult, SimpleObject, Value,
+    ContextSelectionSet, Object, OutputType, Positioned, ServerResult, SimpleObject, Value,
 };
 
 use super::history::{Conversation, Message};
+use crate::json;
 
 /// Information about pagination in a connection
 #[derive(SimpleObject)]
@@ -37,8 +39,8 @@ pub struct PageInfo {
 
 /// A connection type, its edge, and `$view`: the connection as async-graphql resolves
 /// it (by field, through the derived resolvers), under the connection's GraphQL name.
-/// The connection resolves as `$plain` (its value from the selection) says when that
-/// gives a value, and as `$view` otherwise.
+/// The connection resolves to the JSON text `$plain` writes for the selection when it
+/// gives one, and as `$view` otherwise.
 macro_rules! connection {
     ($connection:ident, $name:literal, $view:ident, $edge:ident, $node:ty, $plain:expr) => {
         /// An edge in a connection.
@@ -102,9 +104,15 @@ macro_rules! connection {
                 ctx: &ContextSelectionSet<'_>,
                 field: &Positioned<Field>,
             ) -> ServerResult<Value> {
-                let plain: fn(&$connection, &SelectionSet) -> Option<Value> = $plain;
+                let plain: fn(&$connection, &SelectionSet) -> Option<Vec<u8>> = $plain;
                 match plain(self, &ctx.item.node) {
-                    Some(value) => Ok(value),
+                    Some(text) => {
+                        let mut value = Value::Binary(text.into());
+                        if ctx.data_opt::<json::JsonText>().is_none() {
+                            json::read_back(&mut value);
+                        }
+                        Ok(value)
+                    }
                     None => OutputType::resolve(&$view(self), ctx, field).await,
                 }
             }
@@ -130,58 +138,80 @@ connection!(
     |_, _| None
 );
 
-/// The page as async-graphql would resolve it, when every selection in it is a plain
-/// field this knows (no fragment, directive or argument, no response key twice); `None`
-/// otherwise, before anything is built. None of these fields can fail, and the schema
-/// has no extensions whose field hooks this would skip (`graphql::with_services`).
-fn plain_page(page: &ConversationConnection, set: &SelectionSet) -> Option<Value> {
-    object(set, |name, set| match name {
-        "__typename" => Some(Value::from("ConversationConnection")),
-        "edges" => list(&page.edges, |edge| plain_edge(edge, set)),
-        "nodes" => list(&page.edges, |edge| edge.node.plain(set)),
-        "pageInfo" => plain_page_info(&page.page_info(), set),
+/// The page's JSON text as async-graphql would resolve it, when every selection in it is
+/// a plain field this knows (no fragment, directive or argument, no response key twice);
+/// `None` otherwise. None of these fields can fail, and the schema has no extensions
+/// whose field hooks this would skip (`graphql::with_services`).
+fn plain_page(page: &ConversationConnection, set: &SelectionSet) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(256 + 256 * page.edges.len());
+    object(&mut out, set, |out, name, set| match name {
+        "__typename" => text(out, "ConversationConnection"),
+        "edges" => list(out, &page.edges, |out, edge| plain_edge(out, edge, set)),
+        "nodes" => list(out, &page.edges, |out, edge| edge.node.plain(out, set)),
+        "pageInfo" => plain_page_info(out, &page.page_info(), set),
+        _ => None,
+    })?;
+    Some(out)
+}
+
+fn plain_edge(out: &mut Vec<u8>, edge: &ConversationEdge, set: &SelectionSet) -> Option<()> {
+    object(out, set, |out, name, set| match name {
+        "__typename" => text(out, "ConversationEdge"),
+        "cursor" => text(out, &edge.cursor),
+        "node" => edge.node.plain(out, set),
         _ => None,
     })
 }
 
-fn plain_edge(edge: &ConversationEdge, set: &SelectionSet) -> Option<Value> {
-    object(set, |name, set| match name {
-        "__typename" => Some(Value::from("ConversationEdge")),
-        "cursor" => Some(Value::String(edge.cursor.clone())),
-        "node" => edge.node.plain(set),
+fn plain_page_info(out: &mut Vec<u8>, info: &PageInfo, set: &SelectionSet) -> Option<()> {
+    let cursor = |out: &mut Vec<u8>, c: &Option<String>| match c {
+        Some(c) => text(out, c),
+        None => raw(out, b"null"),
+    };
+    let boolean = |out: &mut Vec<u8>, b: bool| raw(out, if b { b"true" } else { b"false" });
+    object(out, set, |out, name, _| match name {
+        "__typename" => text(out, "PageInfo"),
+        "hasPreviousPage" => boolean(out, info.has_previous_page),
+        "hasNextPage" => boolean(out, info.has_next_page),
+        "startCursor" => cursor(out, &info.start_cursor),
+        "endCursor" => cursor(out, &info.end_cursor),
         _ => None,
     })
 }
 
-fn plain_page_info(info: &PageInfo, set: &SelectionSet) -> Option<Value> {
-    let cursor = |c: &Option<String>| c.clone().map_or(Value::Null, Value::String);
-    object(set, |name, _| match name {
-        "__typename" => Some(Value::from("PageInfo")),
-        "hasPreviousPage" => Some(Value::Boolean(info.has_previous_page)),
-        "hasNextPage" => Some(Value::Boolean(info.has_next_page)),
-        "startCursor" => Some(cursor(&info.start_cursor)),
-        "endCursor" => Some(cursor(&info.end_cursor)),
-        _ => None,
-    })
+fn list<T>(
+    out: &mut Vec<u8>,
+    items: &[T],
+    each: impl Fn(&mut Vec<u8>, &T) -> Option<()>,
+) -> Option<()> {
+    out.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        each(out, item)?;
+    }
+    out.push(b']');
+    Some(())
 }
 
-fn list<T>(items: &[T], each: impl Fn(&T) -> Option<Value>) -> Option<Value> {
-    items
-        .iter()
-        .map(each)
-        .collect::<Option<Vec<_>>>()
-        .map(Value::List)
-}
+/// The most selections [`object`] writes; a larger set goes field by field, so that the
+/// check for a repeated response key stays small.
+const MOST_PLAIN_FIELDS: usize = 32;
 
-/// An object of the fields `set` selects, each valued by `field` (given the field's
+/// An object of the fields `set` selects, each written by `field` (given the field's
 /// name and its own selection), in the order selected: `None` when a selection is not a
 /// plain field, a response key comes twice, or `field` does not know one.
 pub(super) fn object(
+    out: &mut Vec<u8>,
     set: &SelectionSet,
-    field: impl Fn(&str, &SelectionSet) -> Option<Value>,
-) -> Option<Value> {
-    let mut map = async_graphql::indexmap::IndexMap::with_capacity(set.items.len());
-    for selection in &set.items {
+    field: impl Fn(&mut Vec<u8>, &str, &SelectionSet) -> Option<()>,
+) -> Option<()> {
+    if set.items.len() > MOST_PLAIN_FIELDS {
+        return None;
+    }
+    out.push(b'{');
+    for (i, selection) in set.items.iter().enumerate() {
         let Selection::Field(f) = &selection.node else {
             return None;
         };
@@ -189,11 +219,33 @@ pub(super) fn object(
         if !f.directives.is_empty() || !f.arguments.is_empty() {
             return None;
         }
-        let key: &Name = &f.response_key().node;
-        let value = field(f.name.node.as_str(), &f.selection_set.node)?;
-        if map.insert(key.clone(), value).is_some() {
+        let key = &f.response_key().node;
+        // Every selection before this one is a plain field (else this returned already).
+        let repeated = set.items[..i].iter().any(|earlier| {
+            matches!(&earlier.node, Selection::Field(e) if e.node.response_key().node == *key)
+        });
+        if repeated {
             return None;
         }
+        if i > 0 {
+            out.push(b',');
+        }
+        json::string(out, key);
+        out.push(b':');
+        field(out, f.name.node.as_str(), &f.selection_set.node)?;
     }
-    Some(Value::Object(map))
+    out.push(b'}');
+    Some(())
+}
+
+/// Writes `s` as a JSON string: the field is known.
+pub(super) fn text(out: &mut Vec<u8>, s: &str) -> Option<()> {
+    json::string(out, s);
+    Some(())
+}
+
+/// Writes `bytes`, JSON already: the field is known.
+fn raw(out: &mut Vec<u8>, bytes: &[u8]) -> Option<()> {
+    out.extend_from_slice(bytes);
+    Some(())
 }

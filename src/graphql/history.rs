@@ -3,7 +3,7 @@
 //! conversations loads their latest messages in one extra query, and only when asked.
 
 use async_graphql::parser::types::SelectionSet;
-use async_graphql::{Context, Enum, ID, Object, ScalarType, SimpleObject, Value};
+use async_graphql::{Context, Enum, ID, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
 use super::auth::{current_session, current_user_id};
@@ -34,17 +34,22 @@ pub struct Conversation {
 }
 
 impl Conversation {
-    /// This conversation as a plain selection of its own columns resolves it
+    /// This conversation's JSON text as a plain selection of its own columns resolves it
     /// (`connection::object`); `None` for anything else, `messages` and `latestMessage`
     /// included, which then go through the derived resolvers.
-    pub(super) fn plain(&self, set: &SelectionSet) -> Option<Value> {
+    pub(super) fn plain(&self, out: &mut Vec<u8>, set: &SelectionSet) -> Option<()> {
+        use super::connection::{object, text};
         let model = &self.model;
-        super::connection::object(set, |name, _| match name {
-            "__typename" => Some(Value::from("Conversation")),
-            "id" => Some(Value::String(model.id.clone())),
-            "title" => Some(Value::String(model.title.clone())),
-            "createdAt" => Some(ScalarType::to_value(&model.created_at)),
-            "updatedAt" => Some(ScalarType::to_value(&model.updated_at)),
+        let time = |out: &mut Vec<u8>, t: &DateTime<Utc>| {
+            crate::json::rfc3339(out, t);
+            Some(())
+        };
+        object(out, set, |out, name, _| match name {
+            "__typename" => text(out, "Conversation"),
+            "id" => text(out, &model.id),
+            "title" => text(out, &model.title),
+            "createdAt" => time(out, &model.created_at),
+            "updatedAt" => time(out, &model.updated_at),
             _ => None,
         })
     }

@@ -251,7 +251,9 @@ async fn graphql_handler(
     let mut request = request
         .data(viewer)
         .data(client)
-        .data(SessionCheck::default());
+        .data(SessionCheck::default())
+        // Written by `respond::graphql`, which copies JSON text resolvers wrote.
+        .data(crate::json::JsonText);
     let prepared = match state.documents.prepare(&mut request) {
         Ok(prepared) => prepared,
         Err(refused) => {

@@ -1,12 +1,16 @@
 //! A GraphQL response written as JSON by hand when it is plain data: no errors, no
-//! extensions, no cache control or headers to add. serde_json escapes a string one byte
-//! at a time, and writing a history page that way was a tenth of its instructions
-//! (`docs/benchmarks.md` §8); here a string that needs no escaping (every id, cursor and
-//! time, almost every title) is copied whole, and one that does goes through serde_json.
-//! The bytes are serde_json's, as `async_graphql_axum::GraphQLResponse` would send them.
-//! Anything else is sent by `GraphQLResponse` itself.
+//! extensions, no cache control or headers to add ([`crate::json`] says why). The bytes
+//! are serde_json's, as `async_graphql_axum::GraphQLResponse` would send them. Anything
+//! else is sent by `GraphQLResponse` itself.
+//!
+//! The handler marks every request with [`json::JsonText`]: a plain page of conversations
+//! then resolves to its JSON text, carried in the response as a `Value::Binary`
+//! (`graphql::connection`), and is copied from there as it is; for `GraphQLResponse`,
+//! such text is read back into values first.
 
 use async_graphql::Value;
+
+use crate::json::{self, read_back};
 use async_graphql_axum::GraphQLResponse;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -17,6 +21,8 @@ pub fn graphql(response: async_graphql::Response) -> Response {
         && response.http_headers.is_empty()
         && response.cache_control.value().is_none();
     if !plain {
+        let mut response = response;
+        read_back(&mut response.data);
         return GraphQLResponse::from(response).into_response();
     }
     let mut body = Vec::with_capacity(4096);
@@ -37,8 +43,8 @@ fn write(out: &mut Vec<u8>, value: &Value) {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Boolean(true) => out.extend_from_slice(b"true"),
         Value::Boolean(false) => out.extend_from_slice(b"false"),
-        Value::String(s) => string(out, s),
-        Value::Enum(name) => string(out, name),
+        Value::String(s) => json::string(out, s),
+        Value::Enum(name) => json::string(out, name),
         Value::List(items) => {
             out.push(b'[');
             for (i, item) in items.iter().enumerate() {
@@ -55,51 +61,19 @@ fn write(out: &mut Vec<u8>, value: &Value) {
                 if i > 0 {
                     out.push(b',');
                 }
-                string(out, name);
+                json::string(out, name);
                 out.push(b':');
                 write(out, item);
             }
             out.push(b'}');
         }
-        // Numbers and bytes are rare in our responses: serde_json writes them.
-        Value::Number(_) | Value::Binary(_) => {
+        // JSON text written by a resolver ([`json::JsonText`]).
+        Value::Binary(text) => out.extend_from_slice(text),
+        // Numbers are rare in our responses: serde_json writes them.
+        Value::Number(_) => {
             serde_json::to_writer(&mut *out, value).expect("writing to a Vec cannot fail")
         }
     }
-}
-
-fn string(out: &mut Vec<u8>, s: &str) {
-    if needs_escape(s.as_bytes()) {
-        serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
-    } else {
-        out.reserve(s.len() + 2);
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
-    }
-}
-
-/// Whether any byte is one serde_json escapes: a control character, `"` or `\`. Eight
-/// bytes at a time ("determine if a word has a byte less than n", Bit Twiddling Hacks):
-/// a check of one byte at a time was most of the time spent writing a page.
-fn needs_escape(bytes: &[u8]) -> bool {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
-    let below = |word: u64, n: u8| word.wrapping_sub(ONES * u64::from(n)) & !word & HIGHS;
-    let mut words = bytes.chunks_exact(8);
-    for chunk in &mut words {
-        let word = u64::from_ne_bytes(chunk.try_into().expect("eight bytes"));
-        let found = below(word, 0x20)
-            | below(word ^ (ONES * u64::from(b'"')), 1)
-            | below(word ^ (ONES * u64::from(b'\\')), 1);
-        if found != 0 {
-            return true;
-        }
-    }
-    words
-        .remainder()
-        .iter()
-        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 #[cfg(test)]
@@ -118,7 +92,6 @@ mod tests {
             any::<String>().prop_map(Value::String),
             "[\\x00-\\x7f\"\\\\]{0,12}".prop_map(Value::String),
             "[A-Z_]{1,8}".prop_map(|s| Value::Enum(Name::new(s))),
-            proptest::collection::vec(any::<u8>(), 0..4).prop_map(|b| Value::Binary(b.into())),
         ];
         leaf.prop_recursive(4, 64, 6, |inner| {
             prop_oneof![
@@ -136,16 +109,6 @@ mod tests {
     }
 
     proptest! {
-        #[test]
-        fn finds_exactly_the_bytes_to_escape(bytes in prop_oneof![
-            proptest::collection::vec(any::<u8>(), 0..40),
-            // Mostly nothing to escape, high bytes included.
-            proptest::collection::vec(0x20u8..=0xff, 0..40),
-        ]) {
-            let expected = bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\');
-            prop_assert_eq!(needs_escape(&bytes), expected);
-        }
-
         #[test]
         fn writes_what_serde_json_writes(data in values()) {
             let mut mine = Vec::new();
@@ -174,5 +137,33 @@ mod tests {
             body(GraphQLResponse::from(async_graphql::Response::new(data)).into_response()).await;
         assert_eq!(mine.1, theirs.1);
         assert_eq!(mine.0, theirs.0);
+    }
+
+    /// JSON text a resolver wrote is copied into a plain response as it is, and read back
+    /// into values for one with errors: the same bytes as the values would give.
+    #[tokio::test]
+    async fn json_text_is_sent_as_the_values_it_holds() {
+        use http_body_util::BodyExt as _;
+        let page = serde_json::json!({ "edges": [{ "cursor": "YzJ8", "node": { "title": "Tabs\tand \"quotes\" é" } }] });
+        let with = |conversations: Value, error: bool| {
+            let mut fields = async_graphql::indexmap::IndexMap::new();
+            fields.insert(Name::new("conversations"), conversations);
+            let mut response = async_graphql::Response::new(Value::Object(fields));
+            if error {
+                response
+                    .errors
+                    .push(async_graphql::ServerError::new("no", None));
+            }
+            response
+        };
+        let text = Value::Binary(serde_json::to_vec(&page).unwrap().into());
+        let values = Value::from_json(page).unwrap();
+        let body = |r: Response| async move { r.into_body().collect().await.unwrap().to_bytes() };
+        for error in [false, true] {
+            let mine = body(graphql(with(text.clone(), error))).await;
+            let theirs =
+                body(GraphQLResponse::from(with(values.clone(), error)).into_response()).await;
+            assert_eq!(mine, theirs, "with an error: {error}");
+        }
     }
 }

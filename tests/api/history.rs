@@ -472,9 +472,19 @@ async fn a_plain_page_answers_exactly_as_one_resolved_field_by_field() {
       nodes { title id } __typename";
     for_each_backend(|app| async move {
         let ada = reader(&app, "ada@example.com").await;
+        let mut ids = Vec::new();
         for n in 0..3 {
-            start(&app, &ada, n).await;
+            ids.push(start(&app, &ada, n).await.conversation.id);
         }
+        // A title with bytes JSON escapes, and beyond ASCII.
+        let renamed = app
+            .graphql_as(
+                Some(&ada.token),
+                RENAME,
+                json!({ "id": ids[2], "title": r#"The "tides" \ é ✓"# }),
+            )
+            .await;
+        assert!(renamed.get("errors").is_none(), "{renamed}");
         let ask = |query: String| {
             let app = &app;
             let token = ada.token.clone();
@@ -495,6 +505,20 @@ async fn a_plain_page_answers_exactly_as_one_resolved_field_by_field() {
         ))
         .await;
         assert_eq!(plain, directive);
+        assert!(plain.contains(r#"The \"tides\" \\ é ✓"#), "{plain}");
+        // Beside a field that fails, in a response with errors (the failing field first, so
+        // that its error's location is the same in both).
+        let failing = "bad: conversations(first: 0) { __typename }";
+        let plain = ask(format!(
+            "{{ {failing} conversations(first: 2) {{ {FIELDS} }} }}"
+        ))
+        .await;
+        assert!(plain.contains("BAD_USER_INPUT"), "{plain}");
+        let fragment = ask(format!(
+            "{{ {failing} conversations(first: 2) {{ ... on ConversationConnection {{ {FIELDS} }} }} }}"
+        ))
+        .await;
+        assert_eq!(plain, fragment);
         // A response key asked twice is merged, as the field-by-field resolution does.
         let twice =
             ask("{ conversations(first: 2) { edges { cursor } edges { node { id } } } }".into())
