@@ -19,6 +19,16 @@ pub fn string(out: &mut Vec<u8>, s: &str) {
     }
 }
 
+/// `s` as a JSON string, when nothing in it can need escaping: a GraphQL name (letters,
+/// digits and `_`), a base64url cursor.
+pub fn plain_string(out: &mut Vec<u8>, s: &str) {
+    debug_assert!(!needs_escape(s.as_bytes()), "{s:?} needs escaping");
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
+}
+
 /// Whether any byte is one serde_json escapes: a control character, `"` or `\`. Eight
 /// bytes at a time ("determine if a word has a byte less than n", Bit Twiddling Hacks):
 /// a check of one byte at a time was most of the time spent writing a page.

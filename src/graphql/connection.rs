@@ -157,7 +157,11 @@ fn plain_page(page: &ConversationConnection, set: &SelectionSet) -> Option<Vec<u
 fn plain_edge(out: &mut Vec<u8>, edge: &ConversationEdge, set: &SelectionSet) -> Option<()> {
     object(out, set, |out, name, set| match name {
         "__typename" => text(out, "ConversationEdge"),
-        "cursor" => text(out, &edge.cursor),
+        "cursor" => {
+            // base64url: nothing in it to escape.
+            json::plain_string(out, &edge.cursor);
+            Some(())
+        }
         "node" => edge.node.plain(out, set),
         _ => None,
     })
@@ -230,7 +234,8 @@ pub(super) fn object(
         if i > 0 {
             out.push(b',');
         }
-        json::string(out, key);
+        // A name: nothing in it to escape.
+        json::plain_string(out, key);
         out.push(b':');
         field(out, f.name.node.as_str(), &f.selection_set.node)?;
     }

@@ -396,7 +396,7 @@ struct ByPosition(conversation::Model);
 
 impl crate::db::ReadRow for ByPosition {
     fn from_pg_rows(rows: &[PgRow]) -> Result<Vec<Self>, DbErr> {
-        use crate::db::pg_column;
+        use crate::db::{pg_column, pg_time};
         rows.iter()
             .enumerate()
             .map(|(i, row)| {
@@ -405,8 +405,8 @@ impl crate::db::ReadRow for ByPosition {
                     id: pg_column(row, 0, check)?,
                     user_id: pg_column(row, 1, check)?,
                     title: pg_column(row, 2, check)?,
-                    created_at: pg_column(row, 3, check)?,
-                    updated_at: pg_column(row, 4, check)?,
+                    created_at: pg_time(row, 3, check)?,
+                    updated_at: pg_time(row, 4, check)?,
                 }))
             })
             .collect()

@@ -530,6 +530,68 @@ async fn a_plain_page_answers_exactly_as_one_resolved_field_by_field() {
     .await;
 }
 
+/// A page's times are the stored ones to the microsecond, before 2000 (PostgreSQL's
+/// epoch) and 1970 too: on PostgreSQL every row after the first is read from the
+/// column's binary form by hand (`db::pg_time`), the first through sqlx.
+#[tokio::test]
+async fn a_page_shows_the_stored_times() {
+    use sea_orm::{ActiveModelTrait, ActiveValue::Set};
+    for_each_backend(|app| async move {
+        let ada = reader(&app, "ada@example.com").await;
+        let conn = app.database.connection();
+        let times = [
+            "1969-07-20T20:17:40.5Z",
+            "1999-12-31T23:59:59.999999Z",
+            "2000-01-01T00:00:00Z",
+            "2038-01-19T03:14:08.000001Z",
+        ];
+        for (n, time) in times.iter().enumerate() {
+            let id = start(&app, &ada, n).await.conversation.id;
+            let at: chrono::DateTime<chrono::Utc> = time.parse().unwrap();
+            conversation::ActiveModel {
+                id: Set(id),
+                created_at: Set(at - chrono::Duration::microseconds(1)),
+                updated_at: Set(at),
+                ..Default::default()
+            }
+            .update(conn)
+            .await
+            .unwrap();
+        }
+        let page = app
+            .graphql_as(
+                Some(&ada.token),
+                "{ conversations(first: 10) { nodes { id createdAt updatedAt } } }",
+                json!({}),
+            )
+            .await;
+        let shown: Vec<(String, String, String)> = page["data"]["conversations"]["nodes"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{page}"))
+            .iter()
+            .map(|n| {
+                let field = |f: &str| n[f].as_str().unwrap().to_owned();
+                (field("id"), field("createdAt"), field("updatedAt"))
+            })
+            .collect();
+        let mut stored: Vec<conversation::Model> = conversation::Entity::find()
+            .filter(conversation::Column::UserId.eq(&ada.id))
+            .all(conn)
+            .await
+            .unwrap();
+        stored.sort_by(|a, b| b.updated_at.cmp(&a.updated_at));
+        let stored: Vec<(String, String, String)> = stored
+            .into_iter()
+            .map(|c| (c.id, c.created_at.to_rfc3339(), c.updated_at.to_rfc3339()))
+            .collect();
+        assert_eq!(shown, stored);
+        assert_eq!(shown[0].2, "2038-01-19T03:14:08.000001+00:00");
+        assert_eq!(shown[3].2, "1969-07-20T20:17:40.500+00:00");
+        app.shutdown().await;
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn logout_closes_history_to_the_old_access_token() {
     for_each_backend(|app| async move {
