@@ -579,7 +579,7 @@ async fn a_page_shows_the_stored_times() {
             .all(conn)
             .await
             .unwrap();
-        stored.sort_by(|a, b| b.updated_at.cmp(&a.updated_at));
+        stored.sort_by_key(|c| std::cmp::Reverse(c.updated_at));
         let stored: Vec<(String, String, String)> = stored
             .into_iter()
             .map(|c| (c.id, c.created_at.to_rfc3339(), c.updated_at.to_rfc3339()))
