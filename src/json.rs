@@ -58,7 +58,10 @@ fn needs_escape(bytes: &[u8]) -> bool {
 /// the offset through `write!`, and times were a twentieth of a history page's
 /// instructions; years outside 0–9999 are left to it.
 pub fn rfc3339(out: &mut Vec<u8>, time: &DateTime<Utc>) {
-    let year = time.year();
+    // Each of `DateTime`'s own accessors works out the local time anew.
+    let naive = time.naive_utc();
+    let (date, clock) = (naive.date(), naive.time());
+    let year = date.year();
     if !(0..=9999).contains(&year) {
         return string(out, &time.to_rfc3339());
     }
@@ -69,15 +72,15 @@ pub fn rfc3339(out: &mut Vec<u8>, time: &DateTime<Utc>) {
     two(out, year as u32 / 100);
     two(out, year as u32 % 100);
     out.push(b'-');
-    two(out, time.month());
+    two(out, date.month());
     out.push(b'-');
-    two(out, time.day());
+    two(out, date.day());
     out.push(b'T');
-    two(out, time.hour());
+    two(out, clock.hour());
     out.push(b':');
-    two(out, time.minute());
+    two(out, clock.minute());
     out.push(b':');
-    let (mut second, mut nanos) = (time.second(), time.nanosecond());
+    let (mut second, mut nanos) = (clock.second(), clock.nanosecond());
     // A leap second: chrono writes it as second 60.
     if nanos >= 1_000_000_000 {
         second += 1;

@@ -44,13 +44,25 @@ pub struct PageInfo {
 macro_rules! connection {
     ($connection:ident, $name:literal, $view:ident, $edge:ident, $node:ty, $plain:expr) => {
         /// An edge in a connection.
-        #[derive(SimpleObject)]
-        #[graphql(serial)]
         pub struct $edge {
             /// The item at the end of the edge
             pub node: $node,
+        }
+
+        // The cursor is worked out from the node when asked for, so that a page written
+        // as JSON text can write it straight into the text.
+        /// An edge in a connection.
+        #[Object(serial)]
+        impl $edge {
+            /// The item at the end of the edge
+            async fn node(&self) -> &$node {
+                &self.node
+            }
+
             /// A cursor for use in pagination
-            pub cursor: String,
+            async fn cursor(&self) -> String {
+                self.node.cursor()
+            }
         }
 
         /// One page, forward only: `hasPreviousPage` is always false (Relay allows this).
@@ -64,8 +76,8 @@ macro_rules! connection {
                 PageInfo {
                     has_previous_page: false,
                     has_next_page: self.has_next_page,
-                    start_cursor: self.edges.first().map(|edge| edge.cursor.clone()),
-                    end_cursor: self.edges.last().map(|edge| edge.cursor.clone()),
+                    start_cursor: self.edges.first().map(|edge| edge.node.cursor()),
+                    end_cursor: self.edges.last().map(|edge| edge.node.cursor()),
                 }
             }
         }
@@ -148,7 +160,7 @@ fn plain_page(page: &ConversationConnection, set: &SelectionSet) -> Option<Vec<u
         "__typename" => text(out, "ConversationConnection"),
         "edges" => list(out, &page.edges, |out, edge| plain_edge(out, edge, set)),
         "nodes" => list(out, &page.edges, |out, edge| edge.node.plain(out, set)),
-        "pageInfo" => plain_page_info(out, &page.page_info(), set),
+        "pageInfo" => plain_page_info(out, page, set),
         _ => None,
     })?;
     Some(out)
@@ -157,28 +169,28 @@ fn plain_page(page: &ConversationConnection, set: &SelectionSet) -> Option<Vec<u
 fn plain_edge(out: &mut Vec<u8>, edge: &ConversationEdge, set: &SelectionSet) -> Option<()> {
     object(out, set, |out, name, set| match name {
         "__typename" => text(out, "ConversationEdge"),
-        "cursor" => {
-            // base64url: nothing in it to escape.
-            json::plain_string(out, &edge.cursor);
-            Some(())
-        }
+        "cursor" => edge.node.write_cursor(out),
         "node" => edge.node.plain(out, set),
         _ => None,
     })
 }
 
-fn plain_page_info(out: &mut Vec<u8>, info: &PageInfo, set: &SelectionSet) -> Option<()> {
-    let cursor = |out: &mut Vec<u8>, c: &Option<String>| match c {
-        Some(c) => text(out, c),
+fn plain_page_info(
+    out: &mut Vec<u8>,
+    page: &ConversationConnection,
+    set: &SelectionSet,
+) -> Option<()> {
+    let cursor = |out: &mut Vec<u8>, edge: Option<&ConversationEdge>| match edge {
+        Some(edge) => edge.node.write_cursor(out),
         None => raw(out, b"null"),
     };
     let boolean = |out: &mut Vec<u8>, b: bool| raw(out, if b { b"true" } else { b"false" });
     object(out, set, |out, name, _| match name {
         "__typename" => text(out, "PageInfo"),
-        "hasPreviousPage" => boolean(out, info.has_previous_page),
-        "hasNextPage" => boolean(out, info.has_next_page),
-        "startCursor" => cursor(out, &info.start_cursor),
-        "endCursor" => cursor(out, &info.end_cursor),
+        "hasPreviousPage" => boolean(out, false),
+        "hasNextPage" => boolean(out, page.has_next_page),
+        "startCursor" => cursor(out, page.edges.first()),
+        "endCursor" => cursor(out, page.edges.last()),
         _ => None,
     })
 }

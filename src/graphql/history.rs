@@ -55,6 +55,29 @@ impl Conversation {
     }
 }
 
+impl Conversation {
+    /// Its cursor in a page of conversations.
+    pub(super) fn cursor(&self) -> String {
+        ConversationCursor::encode_at(self.model.updated_at, &self.model.id)
+    }
+
+    /// [`Conversation::cursor`] as a JSON string, appended to `out`.
+    pub(super) fn write_cursor(&self, out: &mut Vec<u8>) -> Option<()> {
+        // base64url: nothing in it to escape.
+        out.push(b'"');
+        ConversationCursor::write_at(out, self.model.updated_at, &self.model.id);
+        out.push(b'"');
+        Some(())
+    }
+}
+
+impl Message {
+    /// Its cursor in a page of messages.
+    pub(super) fn cursor(&self) -> String {
+        cursor::encode_message(&self.0.id)
+    }
+}
+
 impl From<conversation::Model> for Conversation {
     fn from(model: conversation::Model) -> Self {
         Self {
@@ -112,10 +135,7 @@ impl Conversation {
             edges: page
                 .items
                 .into_iter()
-                .map(|m| MessageEdge {
-                    cursor: cursor::encode_message(&m.id),
-                    node: Message(m),
-                })
+                .map(|m| MessageEdge { node: Message(m) })
                 .collect(),
             has_next_page: page.has_next_page,
         })
@@ -274,9 +294,13 @@ impl HistoryQuery {
             .items
             .into_iter()
             .map(|model| ConversationEdge {
-                cursor: ConversationCursor::encode_at(model.updated_at, &model.id),
                 node: Conversation {
-                    latest: latest.remove(&model.id),
+                    // Hashing each id to look it up in an empty map is work for nothing.
+                    latest: if latest.is_empty() {
+                        None
+                    } else {
+                        latest.remove(&model.id)
+                    },
                     model,
                 },
             })

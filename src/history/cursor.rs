@@ -28,11 +28,30 @@ impl ConversationCursor {
         Self::encode_at(self.updated_at, &self.id)
     }
 
-    /// The cursor of the conversation `id` last active at `updated_at`. The text is put
-    /// together on the stack and encoded once: with `write!` (its zero padding) and
-    /// base64's chunked encoder a page's twenty cursors were 7% of its instructions
-    /// (`docs/benchmarks.md` §8).
+    /// The cursor of the conversation `id` last active at `updated_at`.
     pub fn encode_at(updated_at: DateTime<Utc>, id: &str) -> String {
+        Self::with_text(updated_at, id, |text| URL_SAFE_NO_PAD.encode(text))
+    }
+
+    /// [`ConversationCursor::encode_at`], appended to `out` (JSON text being written).
+    pub fn write_at(out: &mut Vec<u8>, updated_at: DateTime<Utc>, id: &str) {
+        Self::with_text(updated_at, id, |text| {
+            let start = out.len();
+            out.resize(
+                start + base64::encoded_len(text.len(), false).unwrap_or(0),
+                0,
+            );
+            let written = URL_SAFE_NO_PAD
+                .encode_slice(text, &mut out[start..])
+                .expect("sized by encoded_len");
+            out.truncate(start + written);
+        })
+    }
+
+    /// `encode` given the cursor's text before base64. The text is put together on the
+    /// stack: with `write!` (its zero padding) and base64's chunked encoder a page's
+    /// twenty cursors were 7% of its instructions (`docs/benchmarks.md` §8).
+    fn with_text<R>(updated_at: DateTime<Utc>, id: &str, encode: impl FnOnce(&[u8]) -> R) -> R {
         const ON_STACK: usize = 128;
         let mut text = [0u8; ON_STACK];
         let mut at = 0;
@@ -42,11 +61,12 @@ impl ConversationCursor {
         };
         // Prefix, seconds (at most 20 bytes with the sign), '.', 9 digits, '|'.
         if CONVERSATION_PREFIX.len() + 20 + 1 + 9 + 1 + id.len() > ON_STACK {
-            return URL_SAFE_NO_PAD.encode(format!(
+            let text = format!(
                 "{CONVERSATION_PREFIX}{}.{:09}|{id}",
                 updated_at.timestamp(),
                 updated_at.timestamp_subsec_nanos(),
-            ));
+            );
+            return encode(text.as_bytes());
         }
         put(CONVERSATION_PREFIX.as_bytes());
         let seconds = updated_at.timestamp();
@@ -75,7 +95,7 @@ impl ConversationCursor {
         put(&padded);
         put(b"|");
         put(id.as_bytes());
-        URL_SAFE_NO_PAD.encode(&text[..at])
+        encode(&text[..at])
     }
 
     pub fn decode(cursor: &str) -> Option<Self> {
@@ -148,6 +168,14 @@ mod tests {
 
     #[test]
     fn cursors_are_the_integer_form_encoded() {
+        // Encoded, and appended to JSON text being written: the same.
+        let encoded = |at, id: &str| {
+            let cursor = ConversationCursor::encode_at(at, id);
+            let mut out = b"{".to_vec();
+            ConversationCursor::write_at(&mut out, at, id);
+            assert_eq!(out, [b"{", cursor.as_bytes()].concat());
+            cursor
+        };
         let id = uuid::Uuid::now_v7().to_string();
         for (seconds, nanos) in [
             (1_796_553_180, 823_227_000),
@@ -158,12 +186,12 @@ mod tests {
         ] {
             let at = DateTime::from_timestamp(seconds, nanos).unwrap();
             let expected = URL_SAFE_NO_PAD.encode(format!("c2|{seconds}.{nanos:09}|{id}"));
-            assert_eq!(ConversationCursor::encode_at(at, &id), expected);
+            assert_eq!(encoded(at, &id), expected);
         }
         let long = "x".repeat(200);
         let at = DateTime::from_timestamp(7, 8).unwrap();
         let expected = URL_SAFE_NO_PAD.encode(format!("c2|7.000000008|{long}"));
-        assert_eq!(ConversationCursor::encode_at(at, &long), expected);
+        assert_eq!(encoded(at, &long), expected);
     }
 
     #[test]
