@@ -7,8 +7,11 @@
 # Each round starts each binary in turn on port 8088, mints fresh reader tokens, warms it
 # up for 5 s, then runs wrk with bench/wrk/history.lua ("a reader's 20 newest
 # conversations", every answer checked) at C connections for S seconds, and prints
-# req/s, p95 and the server's CPU per request (user + system from /proc over the
-# measured window). Copy each build's binary aside first: cargo overwrites its target.
+# req/s, p95, the server's CPU per request (user + system from /proc over the
+# measured window) and how often per request its threads were switched out (`slept`:
+# voluntary context switches; `preempted`: involuntary ones). Copy each build's binary
+# aside first: cargo overwrites its target. A BINARY may be a script that sets the
+# environment and `exec`s the server (its CPU is then the server's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 C=${C:-1000}; S=${S:-15}; ROUNDS=${ROUNDS:-2}
@@ -22,6 +25,8 @@ readers=$(mktemp)
 pid=
 trap '[ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null; rm -f "$readers"' EXIT
 cpu() { awk -v hz="$HZ" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
+# Context switches of all the server's threads: "voluntary nonvoluntary".
+switches() { cat /proc/"$1"/task/*/status | awk '/^voluntary_ctxt/ {v += $2} /^nonvoluntary_ctxt/ {n += $2} END {print v, n}'; }
 for _ in $(seq 1 "$ROUNDS"); do
   for bin in "$@"; do
     DATABASE_URL="$DB_URL" DATABASE_MAX_CONNECTIONS=${DATABASE_MAX_CONNECTIONS:-20} \
@@ -35,14 +40,17 @@ for _ in $(seq 1 "$ROUNDS"); do
     BENCH_READERS=${BENCH_READERS:-10000} DATABASE_URL="$DB_URL" "$TARGET/release/lectern-bench" tokens > "$readers"
     WRK_TARGET=lectern WRK_READERS=$readers wrk -t2 -c"$C" -d5s --timeout 10s \
       -s bench/wrk/history.lua http://127.0.0.1:8088 > /dev/null
-    before=$(cpu "$pid")
+    before=$(cpu "$pid"); switched=$(switches "$pid")
     out=$(WRK_TARGET=lectern WRK_READERS=$readers wrk -t2 -c"$C" -d"${S}s" --timeout 10s \
       -s bench/wrk/history.lua http://127.0.0.1:8088)
     after=$(cpu "$pid")
-    echo "$out" | awk -v bin="$bin" -v c="$C" -v cpu="$(awk -v a="$before" -v b="$after" 'BEGIN {print b - a}')" '
+    echo "$out" | awk -v bin="$bin" -v c="$C" -v cpu="$(awk -v a="$before" -v b="$after" 'BEGIN {print b - a}')" \
+      -v switched="$switched" -v now="$(switches "$pid")" '
       /^RESULT/ { for (i = 2; i <= NF; i++) { split($i, kv, "="); r[kv[1]] = kv[2] }
-        printf "%-40s c=%-4d %7.0f req/s  p95 %7.2f ms  failed %d/%d  server %6.1f us/req\n",
-          bin, c, r["requests"] / r["seconds"], r["p95_ms"], r["failures"] + r["socket_errors"], r["checked"], cpu * 1e6 / r["requests"] }'
+        split(switched, s0, " "); split(now, s1, " ")
+        printf "%-40s c=%-4d %7.0f req/s  p95 %7.2f ms  failed %d/%d  server %6.1f us/req  switches/req %.2f slept %.2f preempted\n",
+          bin, c, r["requests"] / r["seconds"], r["p95_ms"], r["failures"] + r["socket_errors"], r["checked"], cpu * 1e6 / r["requests"],
+          (s1[1] - s0[1]) / r["requests"], (s1[2] - s0[2]) / r["requests"] }'
     kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; pid=
   done
 done
