@@ -525,6 +525,13 @@ async fn a_plain_page_answers_exactly_as_one_resolved_field_by_field() {
                 .await;
         let once = ask("{ conversations(first: 2) { edges { cursor node { id } } } }".into()).await;
         assert_eq!(twice, once);
+        // Over a WebSocket, whose messages serde_json writes: the same data.
+        let query = format!("{{ conversations(first: 2) {{ {FIELDS} }} }}");
+        let mut socket = crate::ws::connect(&app.addr.to_string(), Some(&ada.token)).await;
+        crate::ws::subscribe(&mut socket, "1", &query, json!({})).await;
+        let over_ws = crate::ws::answer(&mut socket, "1").await;
+        let over_http: Value = serde_json::from_str(&ask(query.clone()).await).unwrap();
+        assert_eq!(over_ws["payload"], over_http, "{over_ws}");
         app.shutdown().await;
     })
     .await;
