@@ -50,7 +50,8 @@ macro_rules! connection {
         }
 
         // The cursor is worked out from the node when asked for, so that a page written
-        // as JSON text can write it straight into the text.
+        // as JSON text can write it straight into the text. (The doc comment here is the
+        // type's description in the schema.)
         /// An edge in a connection.
         #[Object(serial)]
         impl $edge {

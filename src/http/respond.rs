@@ -9,19 +9,18 @@
 //! such text is read back into values first.
 
 use async_graphql::Value;
-
-use crate::json::{self, read_back};
 use async_graphql_axum::GraphQLResponse;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
-pub fn graphql(response: async_graphql::Response) -> Response {
+use crate::json::{self, read_back};
+
+pub fn graphql(mut response: async_graphql::Response) -> Response {
     let plain = response.errors.is_empty()
         && response.extensions.is_empty()
         && response.http_headers.is_empty()
         && response.cache_control.value().is_none();
     if !plain {
-        let mut response = response;
         read_back(&mut response.data);
         return GraphQLResponse::from(response).into_response();
     }
