@@ -12,10 +12,7 @@ pub fn string(out: &mut Vec<u8>, s: &str) {
     if needs_escape(s.as_bytes()) {
         serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
     } else {
-        out.reserve(s.len() + 2);
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
+        quoted(out, s);
     }
 }
 
@@ -23,10 +20,26 @@ pub fn string(out: &mut Vec<u8>, s: &str) {
 /// digits and `_`), a base64url cursor.
 pub fn plain_string(out: &mut Vec<u8>, s: &str) {
     debug_assert!(!needs_escape(s.as_bytes()), "{s:?} needs escaping");
+    quoted(out, s);
+}
+
+/// `s` between quotes, as it is.
+fn quoted(out: &mut Vec<u8>, s: &str) {
     out.reserve(s.len() + 2);
     out.push(b'"');
     out.extend_from_slice(s.as_bytes());
     out.push(b'"');
+}
+
+/// The last `N` decimal digits of `n`, zero-padded: times and cursors are written with
+/// these rather than through `write!`'s padding.
+pub fn digits<const N: usize>(mut n: u64) -> [u8; N] {
+    let mut text = [b'0'; N];
+    for digit in text.iter_mut().rev() {
+        *digit = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    text
 }
 
 /// Whether any byte is one serde_json escapes: a control character, `"` or `\`. Eight
@@ -65,9 +78,7 @@ pub fn rfc3339(out: &mut Vec<u8>, time: &DateTime<Utc>) {
     if !(0..=9999).contains(&year) {
         return string(out, &time.to_rfc3339());
     }
-    let two = |out: &mut Vec<u8>, n: u32| {
-        out.extend_from_slice(&[b'0' + (n / 10) as u8, b'0' + (n % 10) as u8])
-    };
+    let two = |out: &mut Vec<u8>, n: u32| out.extend_from_slice(&digits::<2>(n.into()));
     out.push(b'"');
     two(out, year as u32 / 100);
     two(out, year as u32 % 100);
@@ -87,30 +98,23 @@ pub fn rfc3339(out: &mut Vec<u8>, time: &DateTime<Utc>) {
         nanos -= 1_000_000_000;
     }
     two(out, second);
-    let digits = match nanos {
+    let shown = match nanos {
         0 => 0,
         n if n % 1_000_000 == 0 => 3,
         n if n % 1_000 == 0 => 6,
         _ => 9,
     };
-    if digits > 0 {
-        let mut fraction = [b'0'; 9];
-        let mut rest = nanos;
-        for digit in fraction.iter_mut().rev() {
-            *digit = b'0' + (rest % 10) as u8;
-            rest /= 10;
-        }
+    if shown > 0 {
         out.push(b'.');
-        out.extend_from_slice(&fraction[..digits]);
+        out.extend_from_slice(&digits::<9>(nanos.into())[..shown]);
     }
     out.extend_from_slice(b"+00:00\"");
 }
 
 /// Request data saying the response will be written by `http::respond::graphql`, which
-/// copies a
-/// `Value::Binary` as the JSON text it holds. Nothing in the schema resolves to bytes
-/// otherwise; without this mark (a WebSocket, a test executing the schema) a resolver
-/// gives values instead.
+/// copies a `Value::Binary` as the JSON text it holds. Nothing in the schema resolves to
+/// bytes otherwise; without this mark (a WebSocket, a test executing the schema) a
+/// resolver gives values instead.
 pub struct JsonText;
 
 /// JSON text that resolvers wrote, read back into values, for a writer that does not know

@@ -53,9 +53,7 @@ impl Conversation {
             _ => None,
         })
     }
-}
 
-impl Conversation {
     /// Its cursor in a page of conversations.
     pub(super) fn cursor(&self) -> String {
         ConversationCursor::encode_at(self.model.updated_at, &self.model.id)

@@ -86,13 +86,9 @@ impl ConversationCursor {
         }
         put(&digits[first..]);
         put(b".");
-        let mut nanos = updated_at.timestamp_subsec_nanos();
-        let mut padded = [b'0'; 9];
-        for digit in padded.iter_mut().rev() {
-            *digit = b'0' + (nanos % 10) as u8;
-            nanos /= 10;
-        }
-        put(&padded);
+        put(&crate::json::digits::<9>(
+            updated_at.timestamp_subsec_nanos().into(),
+        ));
         put(b"|");
         put(id.as_bytes());
         encode(&text[..at])
