@@ -22,10 +22,14 @@ use sea_orm::{
     FromQueryResult, RuntimeErr, SqliteTransactionMode, Statement, TransactionOptions,
     TransactionTrait,
 };
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, SemaphorePermit, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{DatabaseKind, DatabaseSettings};
+
+mod batch;
+
+use batch::BatchRows;
 
 /// Database operations allowed to wait for a pooled connection, per connection. Past
 /// `max_connections × this`, requests are refused at once (load shedding) instead of
@@ -155,14 +159,29 @@ impl Database {
                 let pool = self.inner.conn.get_postgres_connection_pool();
                 M::from_pg_rows(&self.inner.warm.read(pool, stmt).await?)
             }
-            DatabaseKind::Sqlite => {
-                // On the heap for the reason given in `run_with`.
-                let rows = Box::pin(self.inner.conn.query_all_raw(stmt)).await?;
-                rows.iter()
-                    .map(|row| M::from_query_result(row, ""))
-                    .collect()
-            }
+            DatabaseKind::Sqlite => self.read_sqlite(stmt).await,
         }
+    }
+
+    /// [`Database::read`], sharing its round trip with other reads of the same statement
+    /// text when it would otherwise wait for a connection (see [`batch`]). For reads
+    /// that are many, alike and small: a page of a reader's conversations.
+    pub async fn read_batched<M: ReadRow>(&self, stmt: Statement) -> Result<Vec<M>, DbErr> {
+        match self.inner.kind {
+            DatabaseKind::Postgres => {
+                let pool = self.inner.conn.get_postgres_connection_pool();
+                M::from_pg_rows(&self.inner.warm.read_batched(pool, stmt).await?)
+            }
+            DatabaseKind::Sqlite => self.read_sqlite(stmt).await,
+        }
+    }
+
+    async fn read_sqlite<M: ReadRow>(&self, stmt: Statement) -> Result<Vec<M>, DbErr> {
+        // On the heap for the reason given in `run_with`.
+        let rows = Box::pin(self.inner.conn.query_all_raw(stmt)).await?;
+        rows.iter()
+            .map(|row| M::from_query_result(row, ""))
+            .collect()
     }
 
     /// Whether request work may go to the database: the last known state, read at once.
@@ -445,6 +464,8 @@ struct Warm {
     /// One permit per read at once; `None` for a pool of one, which keeps nothing warm.
     permits: Option<Semaphore>,
     stash: Mutex<Vec<WarmConnection>>,
+    /// Reads waiting for a permit together ([`Warm::read_batched`]).
+    batches: batch::Batches,
     /// Set on shutdown: nothing is kept any more, so the pool can close.
     closed: AtomicBool,
 }
@@ -482,6 +503,7 @@ impl Warm {
         Self {
             permits: (cap > 0).then(|| Semaphore::new(cap)),
             stash: Mutex::new(Vec::new()),
+            batches: batch::Batches::default(),
             closed: AtomicBool::new(false),
         }
     }
@@ -492,10 +514,87 @@ impl Warm {
         let Some(permits) = &self.permits else {
             return query.fetch_all(pool).await.map_err(query_error);
         };
-        let _permit = permits
-            .acquire()
-            .await
-            .map_err(|_| DbErr::ConnectionAcquire(sea_orm::ConnAcquireErr::ConnectionClosed))?;
+        let permit = permits.acquire().await.map_err(|_| closed())?;
+        self.fetch(pool, permit, query).await
+    }
+
+    /// [`Warm::read`], sharing one round trip with the reads of the same statement that
+    /// gather while it waits for a permit ([`batch`]).
+    async fn read_batched(&self, pool: &PgPool, stmt: Statement) -> Result<BatchRows, DbErr> {
+        let signature = stmt
+            .values
+            .as_ref()
+            .and_then(|values| batch::Signature::of(&values.0));
+        let (Some(permits), Some(signature)) = (&self.permits, signature) else {
+            return self.read(pool, stmt).await.map(BatchRows::all);
+        };
+        let Statement { sql, values, .. } = stmt;
+        let values = values.map_or_else(Vec::new, |v| v.0);
+        loop {
+            // A permit free at once: nothing to wait for, so nothing to share.
+            if let Ok(permit) = permits.try_acquire() {
+                let query = sea_orm::sqlx::query_with(
+                    sea_orm::sqlx::AssertSqlSafe(sql),
+                    sea_query_sqlx::SqlxValues(sea_orm::Values(values)),
+                );
+                return self.fetch(pool, permit, query).await.map(BatchRows::all);
+            }
+            let id = match self.batches.join_or_lead(&sql, signature, &values) {
+                batch::Role::Follow(answer) => match answer.await {
+                    Ok(answer) => return answer,
+                    // Its leader went away before reading: try again.
+                    Err(_) => continue,
+                },
+                batch::Role::Lead(id) => id,
+            };
+            let leading = batch::Leading::new(&self.batches, id);
+            let permit = permits.acquire().await.map_err(|_| closed())?;
+            let mut members = leading.members();
+            if members.is_empty() {
+                let query = sea_orm::sqlx::query_with(
+                    sea_orm::sqlx::AssertSqlSafe(sql),
+                    sea_query_sqlx::SqlxValues(sea_orm::Values(values)),
+                );
+                return self.fetch(pool, permit, query).await.map(BatchRows::all);
+            }
+            let reads = members.len() + 1;
+            let rows = match batch::statement(&sql, signature, values, &mut members) {
+                Ok((text, args)) => {
+                    let query = sea_orm::sqlx::query_with(sea_orm::sqlx::AssertSqlSafe(text), args);
+                    self.fetch(pool, permit, query).await
+                }
+                Err(e) => Err(e),
+            };
+            let mut split = match rows.and_then(|rows| batch::split(rows, reads)) {
+                Ok(split) => split.into_iter(),
+                Err(e) => {
+                    for member in members {
+                        member.answer(Err(e.clone()));
+                    }
+                    return Err(e);
+                }
+            };
+            metrics::counter!("lectern_database_read_batches_total").increment(1);
+            metrics::counter!("lectern_database_batched_reads_total").increment(reads as u64);
+            let own = split.next();
+            for (member, rows) in members.into_iter().zip(split) {
+                member.answer(Ok(rows));
+            }
+            return own.ok_or_else(|| DbErr::Custom("a batch without its leader's rows".into()));
+        }
+    }
+
+    /// Runs `query` on a warm connection (or one from the pool) while `permit` is held.
+    async fn fetch<'q, A>(
+        &self,
+        pool: &PgPool,
+        permit: SemaphorePermit<'_>,
+        query: sea_orm::sqlx::query::Query<'q, Postgres, A>,
+    ) -> Result<Vec<PgRow>, DbErr>
+    where
+        A: sea_orm::sqlx::IntoArguments<Postgres> + 'q,
+    {
+        let _permit = permit;
         let (mut conn, since) = match self.take() {
             Some(warm) => warm,
             // sqlx's acquire future (with the connect it may do) is several kilobytes:
@@ -645,6 +744,11 @@ pub fn pg_time(
         }
     }
     pg_column(row, index, check)
+}
+
+/// What a read waiting for a permit gets when the pool is closed (shutdown).
+fn closed() -> DbErr {
+    DbErr::ConnectionAcquire(sea_orm::ConnAcquireErr::ConnectionClosed)
 }
 
 fn query_error(e: sea_orm::sqlx::Error) -> DbErr {

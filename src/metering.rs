@@ -94,6 +94,14 @@ fn describe() {
         "lectern_database_shed_total",
         "Database work refused instead of queued: too many pending, or past the timeout"
     );
+    describe_counter!(
+        "lectern_database_read_batches_total",
+        "Round trips that answered several reads at once (reads that gathered while waiting for a connection)"
+    );
+    describe_counter!(
+        "lectern_database_batched_reads_total",
+        "Reads answered in a batch with others"
+    );
     describe_histogram!(
         "lectern_retrieval_duration_seconds",
         metrics::Unit::Seconds,

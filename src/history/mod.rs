@@ -276,7 +276,7 @@ async fn page_rows(
     page: &PageRequest<'_>,
 ) -> Result<Vec<conversation::Model>, DbErr> {
     let stmt = page.statement(db.connection().get_database_backend(), Utc::now());
-    let rows: Vec<ByPosition> = db.read(stmt).await?;
+    let rows: Vec<ByPosition> = db.read_batched(stmt).await?;
     Ok(rows.into_iter().map(|row| row.0).collect())
 }
 

@@ -622,3 +622,120 @@ async fn logout_closes_history_to_the_old_access_token() {
     })
     .await;
 }
+
+/// Pages asked at once while the database is slow share round trips (one statement for
+/// many readers), and each reader still gets exactly their own page: their own
+/// conversations in their own order, their own `first`, and `UNAUTHENTICATED` for a
+/// logged-out session among them. The table is held locked meanwhile, so the first page
+/// holds the one read permit (a pool of two) and the others gather behind it.
+#[tokio::test]
+async fn pages_asked_together_share_round_trips_and_stay_each_readers_own() {
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+
+    let Some(pg) = crate::pg::shared() else {
+        return;
+    };
+    let url = pg.create_database().await;
+    let app = crate::helpers::spawn_app_with_url(
+        crate::helpers::Backend::Postgres,
+        Some(&url),
+        &[("DATABASE_MAX_CONNECTIONS", "2")],
+    )
+    .await;
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        app.database.wait_until_up(),
+    )
+    .await
+    .expect("the database came up");
+    let mut readers = Vec::new();
+    for n in 0..8 {
+        let reader = reader(&app, &format!("batch{n}@example.com")).await;
+        for k in 0..=n {
+            start(&app, &reader, k).await;
+        }
+        readers.push(reader);
+    }
+    // The last reader has logged out: their page must not come back.
+    let out = app
+        .graphql_as(Some(&readers[7].token), "mutation { logout }", json!({}))
+        .await;
+    assert_eq!(out["data"]["logout"], true);
+    let batched_before = batched_reads(&app).await;
+
+    let other = sea_orm::Database::connect(&url).await.unwrap();
+    let lock = other.begin().await.unwrap();
+    lock.execute_unprepared("LOCK TABLE conversation IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let pages = futures_util::future::join_all(readers.iter().enumerate().map(|(n, r)| {
+        let app = &app;
+        async move {
+            // Reader 0 first, so theirs is the read that waits on the lock.
+            tokio::time::sleep(std::time::Duration::from_millis(if n == 0 {
+                0
+            } else {
+                200
+            }))
+            .await;
+            let first = 1 + n % 3;
+            app.graphql_as(Some(&r.token), LIST, json!({ "first": first }))
+                .await
+        }
+    }));
+    let release = async {
+        tokio::time::sleep(std::time::Duration::from_millis(1_000)).await;
+        lock.rollback().await.unwrap();
+    };
+    let (pages, ()) = tokio::join!(pages, release);
+
+    for (n, (page, reader)) in pages.iter().zip(&readers).enumerate() {
+        if n == 7 {
+            assert_eq!(error_codes(page), ["UNAUTHENTICATED"], "{page}");
+            continue;
+        }
+        let first = 1 + n % 3;
+        let titles: Vec<&str> = page["data"]["conversations"]["edges"]
+            .as_array()
+            .unwrap_or_else(|| panic!("reader {n}: {page}"))
+            .iter()
+            .map(|e| e["node"]["title"].as_str().unwrap())
+            .collect();
+        // Newest first: question n, n-1, ... of this reader's own.
+        let expected: Vec<String> = (0..=n)
+            .rev()
+            .take(first)
+            .map(|k| format!("Question number {k}?"))
+            .collect();
+        assert_eq!(titles, expected, "reader {n}: {page}");
+        assert_eq!(
+            page["data"]["conversations"]["pageInfo"]["hasNextPage"],
+            n + 1 > first,
+            "reader {n}"
+        );
+        let ids = conversation_ids(&app, reader).await;
+        for edge in page["data"]["conversations"]["edges"].as_array().unwrap() {
+            assert!(ids.contains(&edge["node"]["id"].as_str().unwrap().to_owned()));
+        }
+    }
+    // Readers 1 to 7 waited behind reader 0: they went in batches, not one by one.
+    let batched = batched_reads(&app).await - batched_before;
+    assert!(batched >= 7, "{batched} reads were batched");
+    app.shutdown().await;
+}
+
+/// `lectern_database_batched_reads_total` from `/metrics` (0 before the first batch).
+async fn batched_reads(app: &TestApp) -> u64 {
+    let body = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    body.lines()
+        .find_map(|line| line.strip_prefix("lectern_database_batched_reads_total "))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
