@@ -1,5 +1,7 @@
 //! Access tokens (short-lived HS256 JWTs) and refresh tokens (random, stored as digests).
 
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -16,6 +18,11 @@ pub const ACCESS_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
 /// How long a session lives without being refreshed (Better Auth's default: 7 days).
 pub const SESSION_TTL: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 const ISSUER: &str = "lectern";
+/// Seconds of clock skew allowed on `exp` and `nbf`.
+const LEEWAY: i64 = 5;
+/// Access tokens remembered as verified ([`TokenKeys::verify`]): about 400 bytes each
+/// (the token and its claims), so at most a few megabytes.
+const VERIFIED_CAPACITY: usize = 16_384;
 
 /// What a verified access token says about its bearer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +42,11 @@ pub struct TokenKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    /// Tokens that passed [`TokenKeys::verify`] in full, by their exact text, with what
+    /// they say. A reader's token comes with every request for a quarter of an hour,
+    /// and its signature check, two JSON parses and three base64 decodes were a sixth
+    /// of a history page's instructions (`docs/benchmarks.md` §8).
+    verified: Arc<Mutex<lru::LruCache<Box<str>, AccessClaims>>>,
 }
 
 impl TokenKeys {
@@ -43,11 +55,14 @@ impl TokenKeys {
         validation.set_issuer(&[ISSUER]);
         validation.set_required_spec_claims(&["exp", "nbf", "sub", "iss"]);
         validation.validate_nbf = true;
-        validation.leeway = 5;
+        validation.leeway = LEEWAY as u64;
         Self {
             encoding: EncodingKey::from_secret(secret.expose().as_bytes()),
             decoding: DecodingKey::from_secret(secret.expose().as_bytes()),
             validation,
+            verified: Arc::new(Mutex::new(lru::LruCache::new(
+                NonZeroUsize::new(VERIFIED_CAPACITY).expect("a positive capacity"),
+            ))),
         }
     }
 
@@ -81,10 +96,39 @@ impl TokenKeys {
 
     /// Accepts only HS256 tokens signed with our secret, from our issuer, inside their
     /// validity window. `alg: none` and every other algorithm are refused.
+    ///
+    /// A token accepted before is recognised by its exact text instead of being checked
+    /// again: its signature and claims cannot have changed (the secret lives as long as
+    /// the process), so only its validity window is checked again, by the rule
+    /// jsonwebtoken applies. Only accepted tokens are remembered, so what is kept is
+    /// bounded by what this server issued, and by [`VERIFIED_CAPACITY`].
     pub fn verify(&self, token: &str) -> Option<AccessClaims> {
-        jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &self.validation)
+        let now = jsonwebtoken::get_current_timestamp() as i64;
+        if let Some(claims) = self.recall(token, now) {
+            return Some(claims);
+        }
+        let claims = jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &self.validation)
             .map(|data| data.claims)
-            .ok()
+            .ok()?;
+        self.remembered().put(token.into(), claims.clone());
+        Some(claims)
+    }
+
+    /// The claims of `token` if it was verified before and is still inside its validity
+    /// window at `now` (seconds since the epoch). A remembered token past its window is
+    /// forgotten.
+    fn recall(&self, token: &str, now: i64) -> Option<AccessClaims> {
+        let mut verified = self.remembered();
+        let claims = verified.get(token)?;
+        if claims.exp >= now - LEEWAY && claims.nbf <= now + LEEWAY {
+            return Some(claims.clone());
+        }
+        verified.pop(token);
+        None
+    }
+
+    fn remembered(&self) -> std::sync::MutexGuard<'_, lru::LruCache<Box<str>, AccessClaims>> {
+        self.verified.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -126,6 +170,56 @@ mod tests {
         for garbage in ["", "a.b.c", "not a token", &"x".repeat(10_000)] {
             assert!(keys().verify(garbage).is_none());
         }
+    }
+
+    #[test]
+    fn a_token_verified_before_is_recognised_only_as_itself_and_only_while_valid() {
+        let keys = keys();
+        let now = Utc::now().timestamp();
+        let (token, expires_at) = keys.issue("user-1", "session-1");
+        assert_eq!(keys.recall(&token, now), None, "not verified yet");
+        let claims = keys.verify(&token).unwrap();
+        assert_eq!(keys.recall(&token, now), Some(claims.clone()));
+        // Clones share what was verified.
+        assert_eq!(keys.clone().recall(&token, now), Some(claims));
+        // Another token (one character changed, or another reader's) is not recognised.
+        let mut tampered = token.clone().into_bytes();
+        let last = tampered.len() - 1;
+        tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+        let tampered = String::from_utf8(tampered).unwrap();
+        assert_eq!(keys.recall(&tampered, now), None);
+        assert!(keys.verify(&tampered).is_none());
+        assert_eq!(
+            keys.recall(&tampered, now),
+            None,
+            "a refused token is not kept"
+        );
+        // Inside the leeway after expiry it still works; past it, it is refused and
+        // forgotten, as jsonwebtoken refuses it.
+        let exp = expires_at.timestamp();
+        assert!(keys.recall(&token, exp + LEEWAY).is_some());
+        assert_eq!(keys.recall(&token, exp + LEEWAY + 1), None);
+        assert_eq!(keys.recall(&token, now), None, "forgotten once expired");
+        // Not valid before `nbf` (a clock set back).
+        keys.verify(&token).unwrap();
+        assert_eq!(keys.recall(&token, now - LEEWAY - 1), None);
+    }
+
+    #[test]
+    fn a_token_past_its_window_is_refused_and_not_kept() {
+        let keys = keys();
+        let now = Utc::now().timestamp();
+        let claims = AccessClaims {
+            sub: "user-1".into(),
+            sid: "session-1".into(),
+            iss: ISSUER.into(),
+            iat: now - 900,
+            nbf: now - 900,
+            exp: now - LEEWAY - 1,
+        };
+        let token = keys.sign(&claims).unwrap();
+        assert!(keys.verify(&token).is_none());
+        assert_eq!(keys.recall(&token, now), None);
     }
 
     #[test]
