@@ -509,8 +509,8 @@ impl Warm {
     }
 
     async fn read(&self, pool: &PgPool, stmt: Statement) -> Result<Vec<PgRow>, DbErr> {
-        let values = sea_query_sqlx::SqlxValues(stmt.values.unwrap_or(sea_orm::Values(Vec::new())));
-        let query = sea_orm::sqlx::query_with(sea_orm::sqlx::AssertSqlSafe(stmt.sql), values);
+        let values = stmt.values.map_or_else(Vec::new, |v| v.0);
+        let query = single(stmt.sql, values);
         let Some(permits) = &self.permits else {
             return query.fetch_all(pool).await.map_err(query_error);
         };
@@ -533,55 +533,66 @@ impl Warm {
         loop {
             // A permit free at once: nothing to wait for, so nothing to share.
             if let Ok(permit) = permits.try_acquire() {
-                let query = sea_orm::sqlx::query_with(
-                    sea_orm::sqlx::AssertSqlSafe(sql),
-                    sea_query_sqlx::SqlxValues(sea_orm::Values(values)),
-                );
-                return self.fetch(pool, permit, query).await.map(BatchRows::all);
+                let rows = self.fetch(pool, permit, single(sql, values)).await;
+                return rows.map(BatchRows::all);
             }
-            let id = match self.batches.join_or_lead(&sql, signature, &values) {
+            match self.batches.join_or_lead(&sql, signature, &values) {
                 batch::Role::Follow(answer) => match answer.await {
                     Ok(answer) => return answer,
                     // Its leader went away before reading: try again.
                     Err(_) => continue,
                 },
-                batch::Role::Lead(id) => id,
-            };
-            let leading = batch::Leading::new(&self.batches, id);
-            let permit = permits.acquire().await.map_err(|_| closed())?;
-            let mut members = leading.members();
-            if members.is_empty() {
-                let query = sea_orm::sqlx::query_with(
-                    sea_orm::sqlx::AssertSqlSafe(sql),
-                    sea_query_sqlx::SqlxValues(sea_orm::Values(values)),
-                );
-                return self.fetch(pool, permit, query).await.map(BatchRows::all);
-            }
-            let reads = members.len() + 1;
-            let rows = match batch::statement(&sql, signature, values, &mut members) {
-                Ok((text, args)) => {
-                    let query = sea_orm::sqlx::query_with(sea_orm::sqlx::AssertSqlSafe(text), args);
-                    self.fetch(pool, permit, query).await
+                batch::Role::Lead(id) => {
+                    let leading = batch::Leading::new(&self.batches, id);
+                    return self
+                        .lead(pool, permits, leading, sql, signature, values)
+                        .await;
                 }
-                Err(e) => Err(e),
-            };
-            let mut split = match rows.and_then(|rows| batch::split(rows, reads)) {
-                Ok(split) => split.into_iter(),
-                Err(e) => {
-                    for member in members {
-                        member.answer(Err(e.clone()));
-                    }
-                    return Err(e);
-                }
-            };
-            metrics::counter!("lectern_database_read_batches_total").increment(1);
-            metrics::counter!("lectern_database_batched_reads_total").increment(reads as u64);
-            let own = split.next();
-            for (member, rows) in members.into_iter().zip(split) {
-                member.answer(Ok(rows));
             }
-            return own.ok_or_else(|| DbErr::Custom("a batch without its leader's rows".into()));
         }
+    }
+
+    /// Waits for a permit, then reads for the leader (`sql` with `values`) and everyone
+    /// who joined its batch meanwhile, and answers them.
+    async fn lead(
+        &self,
+        pool: &PgPool,
+        permits: &Semaphore,
+        leading: batch::Leading<'_>,
+        sql: String,
+        signature: batch::Signature,
+        values: Vec<sea_orm::Value>,
+    ) -> Result<BatchRows, DbErr> {
+        let permit = permits.acquire().await.map_err(|_| closed())?;
+        let mut members = leading.members();
+        if members.is_empty() {
+            let rows = self.fetch(pool, permit, single(sql, values)).await;
+            return rows.map(BatchRows::all);
+        }
+        let reads = members.len() + 1;
+        let rows = match batch::statement(&sql, signature, values, &mut members) {
+            Ok((text, args)) => {
+                let query = sea_orm::sqlx::query_with(sea_orm::sqlx::AssertSqlSafe(text), args);
+                self.fetch(pool, permit, query).await
+            }
+            Err(e) => Err(e),
+        };
+        let mut split = match rows.and_then(|rows| batch::split(rows, reads)) {
+            Ok(split) => split.into_iter(),
+            Err(e) => {
+                for member in members {
+                    member.answer(Err(e.clone()));
+                }
+                return Err(e);
+            }
+        };
+        metrics::counter!("lectern_database_read_batches_total").increment(1);
+        metrics::counter!("lectern_database_batched_reads_total").increment(reads as u64);
+        let own = split.next();
+        for (member, rows) in members.into_iter().zip(split) {
+            member.answer(Ok(rows));
+        }
+        own.ok_or_else(|| DbErr::Custom("a batch without its leader's rows".into()))
     }
 
     /// Runs `query` on a warm connection (or one from the pool) while `permit` is held.
@@ -744,6 +755,17 @@ pub fn pg_time(
         }
     }
     pg_column(row, index, check)
+}
+
+/// One statement's query, its values bound as sea-orm binds them.
+fn single(
+    sql: String,
+    values: Vec<sea_orm::Value>,
+) -> sea_orm::sqlx::query::Query<'static, Postgres, sea_query_sqlx::SqlxValues> {
+    sea_orm::sqlx::query_with(
+        sea_orm::sqlx::AssertSqlSafe(sql),
+        sea_query_sqlx::SqlxValues(sea_orm::Values(values)),
+    )
 }
 
 /// What a read waiting for a permit gets when the pool is closed (shutdown).
