@@ -625,8 +625,8 @@ async fn logout_closes_history_to_the_old_access_token() {
 
 /// Pages asked at once while the database is slow share round trips (one statement for
 /// many readers), and each reader still gets exactly their own page: their own
-/// conversations in their own order, their own `first`, and `UNAUTHENTICATED` for a
-/// logged-out session among them. The table is held locked meanwhile, so the first page
+/// conversations in their own order, their own `first` and `after`, and
+/// `UNAUTHENTICATED` for a logged-out session among them. The table is held locked meanwhile, so the first page
 /// holds the one read permit (a pool of two) and the others gather behind it.
 #[tokio::test]
 async fn pages_asked_together_share_round_trips_and_stay_each_readers_own() {
@@ -661,6 +661,15 @@ async fn pages_asked_together_share_round_trips_and_stay_each_readers_own() {
         .graphql_as(Some(&readers[7].token), "mutation { logout }", json!({}))
         .await;
     assert_eq!(out["data"]["logout"], true);
+    // Odd readers ask for the page after their newest conversation: a statement of
+    // another shape, batched apart.
+    let mut cursors = Vec::new();
+    for reader in &readers {
+        let page = app
+            .graphql_as(Some(&reader.token), LIST, json!({ "first": 1 }))
+            .await;
+        cursors.push(page["data"]["conversations"]["pageInfo"]["endCursor"].clone());
+    }
     let batched_before = batched_reads(&app).await;
 
     let other = sea_orm::Database::connect(&url).await.unwrap();
@@ -669,7 +678,7 @@ async fn pages_asked_together_share_round_trips_and_stay_each_readers_own() {
         .await
         .unwrap();
     let pages = futures_util::future::join_all(readers.iter().enumerate().map(|(n, r)| {
-        let app = &app;
+        let (app, cursors) = (&app, &cursors);
         async move {
             // Reader 0 first, so theirs is the read that waits on the lock.
             tokio::time::sleep(std::time::Duration::from_millis(if n == 0 {
@@ -679,8 +688,12 @@ async fn pages_asked_together_share_round_trips_and_stay_each_readers_own() {
             }))
             .await;
             let first = 1 + n % 3;
-            app.graphql_as(Some(&r.token), LIST, json!({ "first": first }))
-                .await
+            let variables = if n % 2 == 1 {
+                json!({ "first": first, "after": cursors[n] })
+            } else {
+                json!({ "first": first })
+            };
+            app.graphql_as(Some(&r.token), LIST, variables).await
         }
     }));
     let release = async {
@@ -701,16 +714,19 @@ async fn pages_asked_together_share_round_trips_and_stay_each_readers_own() {
             .iter()
             .map(|e| e["node"]["title"].as_str().unwrap())
             .collect();
-        // Newest first: question n, n-1, ... of this reader's own.
+        // Newest first: question n, n-1, ... of this reader's own (after the newest for
+        // odd readers).
+        let skip = n % 2;
         let expected: Vec<String> = (0..=n)
             .rev()
+            .skip(skip)
             .take(first)
             .map(|k| format!("Question number {k}?"))
             .collect();
         assert_eq!(titles, expected, "reader {n}: {page}");
         assert_eq!(
             page["data"]["conversations"]["pageInfo"]["hasNextPage"],
-            n + 1 > first,
+            n + 1 - skip > first,
             "reader {n}"
         );
         let ids = conversation_ids(&app, reader).await;
