@@ -697,7 +697,9 @@ async fn pages_asked_together_share_round_trips_and_stay_each_readers_own() {
         }
     }));
     let release = async {
-        tokio::time::sleep(std::time::Duration::from_millis(1_000)).await;
+        // Long enough for the others to gather on a busy machine, well inside the
+        // database timeout (5 s) that reader 0's wait counts against.
+        tokio::time::sleep(std::time::Duration::from_millis(2_000)).await;
         lock.rollback().await.unwrap();
     };
     let (pages, ()) = tokio::join!(pages, release);
