@@ -20,8 +20,8 @@ pub const SESSION_TTL: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 const ISSUER: &str = "lectern";
 /// Seconds of clock skew allowed on `exp` and `nbf`.
 const LEEWAY: i64 = 5;
-/// Access tokens remembered as verified ([`TokenKeys::verify`]): about 400 bytes each
-/// (the token and its claims), so at most a few megabytes.
+/// Access tokens remembered as verified ([`TokenKeys::verify`]): about 500 bytes each
+/// (the token's ~280 characters, its claims and the LRU's links), so about 8 MB at most.
 const VERIFIED_CAPACITY: usize = 16_384;
 
 /// What a verified access token says about its bearer.
