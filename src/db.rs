@@ -570,14 +570,12 @@ impl Warm {
             return rows.map(BatchRows::all);
         }
         let reads = members.len() + 1;
-        let rows = match batch::statement(&sql, signature, values, &mut members) {
-            Ok((text, args)) => {
-                let query = sea_orm::sqlx::query_with(sea_orm::sqlx::AssertSqlSafe(text), args);
-                self.fetch(pool, permit, query).await
-            }
-            Err(e) => Err(e),
+        let rows = async {
+            let (text, args) = batch::statement(&sql, signature, values, &mut members)?;
+            let query = sea_orm::sqlx::query_with(sea_orm::sqlx::AssertSqlSafe(text), args);
+            batch::split(self.fetch(pool, permit, query).await?, reads)
         };
-        let mut split = match rows.and_then(|rows| batch::split(rows, reads)) {
+        let mut split = match rows.await {
             Ok(split) => split.into_iter(),
             Err(e) => {
                 for member in members {

@@ -87,10 +87,7 @@ impl BatchRows {
     /// All of `rows`: a read that ran alone.
     pub fn all(rows: Vec<PgRow>) -> Self {
         let range = 0..rows.len();
-        Self {
-            rows: Arc::new(rows),
-            range,
-        }
+        Self::new(Arc::new(rows), range)
     }
 }
 
@@ -312,7 +309,7 @@ pub fn lateral(sql: &str, count: usize) -> String {
 /// Each read's rows out of the batch's, in the order the reads were bound (the
 /// leader's first). The ordinal of a row's read is its last column.
 pub fn split(mut rows: Vec<PgRow>, reads: usize) -> Result<Vec<BatchRows>, DbErr> {
-    let mut ordinals = rows
+    let mut ordinals: Vec<usize> = rows
         .iter()
         .enumerate()
         .map(|(n, row)| {
@@ -324,14 +321,13 @@ pub fn split(mut rows: Vec<PgRow>, reads: usize) -> Result<Vec<BatchRows>, DbErr
                 .filter(|o| (1..=reads).contains(o))
                 .ok_or_else(|| DbErr::Custom(format!("a batched row names read {ordinal}")))
         })
-        .collect::<Result<Vec<usize>, DbErr>>()?;
+        .collect::<Result<_, DbErr>>()?;
     if !ordinals.is_sorted() {
-        // Not what PostgreSQL's nested loop does, but each read's rows keep their order.
-        let mut order: Vec<usize> = (0..rows.len()).collect();
-        order.sort_by_key(|&n| ordinals[n]);
-        let mut slots: Vec<Option<PgRow>> = rows.into_iter().map(Some).collect();
-        rows = order.iter().filter_map(|&n| slots[n].take()).collect();
-        ordinals = order.iter().map(|&n| ordinals[n]).collect();
+        // Not what PostgreSQL's nested loop does; a stable sort keeps each read's rows in
+        // their order.
+        let mut pairs: Vec<(usize, PgRow)> = ordinals.into_iter().zip(rows).collect();
+        pairs.sort_by_key(|(ordinal, _)| *ordinal);
+        (ordinals, rows) = pairs.into_iter().unzip();
     }
     let rows = Arc::new(rows);
     let mut start = 0;
