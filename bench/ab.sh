@@ -37,7 +37,7 @@ for _ in $(seq 1 "$ROUNDS"); do
       curl -fs http://127.0.0.1:8088/readyz 2>/dev/null | grep -q '"database":"up"' && break
       sleep 0.3
     done
-    BENCH_READERS=${BENCH_READERS:-10000} DATABASE_URL="$DB_URL" "$TARGET/release/lectern-bench" tokens > "$readers"
+    BENCH_READERS=${BENCH_READERS:-10000} DATABASE_URL="$DB_URL" "$TARGET/production/lectern-bench" tokens > "$readers"
     WRK_TARGET=lectern WRK_READERS=$readers wrk -t2 -c"$C" -d5s --timeout 10s \
       -s bench/wrk/history.lua http://127.0.0.1:8088 > /dev/null
     before=$(cpu "$pid"); switched=$(switches "$pid")

@@ -4,7 +4,7 @@
 # change can be weighed without the run-to-run spread of a throughput figure.
 #
 #   bench/run.sh peer                    # once: the cluster, the seeded data, the binaries
-#   bench/instructions.sh [BINARY]       # default: the release build of this checkout
+#   bench/instructions.sh [BINARY]       # default: the production build of this checkout
 #   CALLGRIND_OUT=/tmp/page.callgrind bench/instructions.sh   # and keep the profile
 #
 # Starts BINARY under callgrind on port 8088 against bench/run.sh's cluster (port 55432),
@@ -15,13 +15,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGET=${CARGO_TARGET_DIR:-target}
-BIN=${1:-$TARGET/release/lectern}
+BIN=${1:-$TARGET/production/lectern}
 BENCH_DIR=${BENCH_DIR:-/var/tmp/lectern-bench}
 SECONDS_COUNTED=${BENCH_SECONDS:-20}
 export JWT_SECRET=${JWT_SECRET:-bench-secret-bench-secret-bench-secret-0123}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-BENCH_READERS=${BENCH_READERS:-10000} "$TARGET/release/lectern-bench" tokens > "$out/readers.tsv"
+BENCH_READERS=${BENCH_READERS:-10000} "$TARGET/production/lectern-bench" tokens > "$out/readers.tsv"
 DATABASE_URL="postgres://postgres@127.0.0.1:${PG_PORT:-55432}/lectern" DATABASE_MAX_CONNECTIONS=20 \
 BIND_ADDR=127.0.0.1:8088 DATA_DIR="$BENCH_DIR/data" CORPUS_DIR="$BENCH_DIR/corpus" RUST_LOG=warn \
   valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out/callgrind.out" \

@@ -44,7 +44,7 @@ for _ in $(seq 1 120); do
 done
 
 readers="$BENCH_DIR/readers.tsv"
-"$TARGET/release/lectern-bench" tokens > "$readers"
+"$TARGET/production/lectern-bench" tokens > "$readers"
 
 # CPU seconds of one process; of PostgreSQL: the postmaster, its reaped children and its
 # live ones (the backends).

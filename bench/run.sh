@@ -8,7 +8,7 @@
 # `streams`: 1000 chatStream subscriptions against a fake model streaming 300 tokens at
 # 30/s, then 10,000 idle signed-in WebSockets (bench/src/bin/streams.rs). Its server
 # can run under a profiler: a heap profile of 1000 open streams is
-#   cargo build --release -p lectern --features system-allocator
+#   cargo build --profile production -p lectern --features system-allocator
 #   STREAMS_WRAP="heaptrack -o /tmp/streams" IDLE=0 BENCH_SKIP_BUILD=1 bench/run.sh streams
 # `peer`: Lectern and PostGraphile side by side on the same data with wrk (bench/peer.sh).
 #
@@ -20,7 +20,7 @@
 # documents and the 200 /healthz reads), so the cores are not all taken.
 #
 # Starts its own PostgreSQL cluster under $BENCH_DIR (kept between runs, so the 10k-reader
-# dataset is seeded once), starts the release server against it, seeds, runs each goose
+# dataset is seeded once), starts the production build of the server against it, seeds, runs each goose
 # scenario and prints its table plus the server's peak RSS. Everything shares this machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,7 +38,7 @@ scenarios=("$@")
 [ ${#scenarios[@]} -eq 0 ] && scenarios=(history saturation login chat down)
 
 # BENCH_SKIP_BUILD=1 measures the binaries already built (an earlier commit's, say).
-[ "${BENCH_SKIP_BUILD:-}" = 1 ] || cargo build --release -q -p lectern -p lectern-bench
+[ "${BENCH_SKIP_BUILD:-}" = 1 ] || cargo build --profile production -q -p lectern -p lectern-bench
 
 bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 [ -x "$bindir/initdb" ] || bindir=$(pg_config --bindir)
@@ -76,7 +76,7 @@ if [ ! -d "$corpus" ]; then
   done
 fi
 if [ ! -d "$BENCH_DIR/data/qdrant" ]; then
-  DATA_DIR="$BENCH_DIR/data" "$TARGET/release/lectern" ingest "$corpus" 2>/dev/null
+  DATA_DIR="$BENCH_DIR/data" "$TARGET/production/lectern" ingest "$corpus" 2>/dev/null
 fi
 
 # SERVER_CPUS=1 CLIENT_CPUS=0: the server on one core, the load tool and the probes on the
@@ -96,7 +96,7 @@ DATABASE_MAX_CONNECTIONS=${DATABASE_MAX_CONNECTIONS:-20} \
 BIND_ADDR="127.0.0.1:$PORT" HEALTH_BIND_ADDR="127.0.0.1:$HEALTH_PORT" DATA_DIR="$BENCH_DIR/data" CORPUS_DIR="$corpus" \
 AUTH_RATE_LIMIT_PER_IP=0 AUTH_RATE_LIMIT_PER_EMAIL=0 CHAT_RATE_LIMIT_PER_IP=0 CHAT_RATE_LIMIT_PER_READER=0 \
   WS_MAX_CONNECTIONS_PER_IP=0 AUTH_HASH_QUEUE=${BENCH_HASH_QUEUE:-100000} RUST_LOG=warn \
-  $server_cpus $server_wrap "$TARGET/release/lectern" serve 2> "$BENCH_DIR/server.log" &
+  $server_cpus $server_wrap "$TARGET/production/lectern" serve 2> "$BENCH_DIR/server.log" &
 server_pid=$!
 for _ in $(seq 1 600); do
   curl -fs "$LECTERN_URL/readyz" | grep -q '"database":"up"' && break
@@ -129,13 +129,13 @@ for scenario in "${scenarios[@]}"; do
     LLM_BASE_URL="http://127.0.0.1:8099/v1" LLM_MODEL=fake LLM_MAX_CONCURRENCY=100000 \
     RETRIEVAL_MIN_SCORE=0 CHAT_RATE_LIMIT_PER_IP=0 CHAT_RATE_LIMIT_PER_READER=0 \
     WS_MAX_CONNECTIONS_PER_IP=0 MAX_CONNECTIONS=19000 RUST_LOG=warn \
-      ${STREAMS_WRAP:-} "$TARGET/release/lectern" serve 2> "$BENCH_DIR/streams-server.log" &
+      ${STREAMS_WRAP:-} "$TARGET/production/lectern" serve 2> "$BENCH_DIR/streams-server.log" &
     streams_pid=$!
     for _ in $(seq 1 120); do curl -fs http://127.0.0.1:8089/readyz >/dev/null && break; sleep 0.5; done
-    "$TARGET/release/lectern-bench" tokens > "$BENCH_DIR/readers.tsv"
+    "$TARGET/production/lectern-bench" tokens > "$BENCH_DIR/readers.tsv"
     ( ulimit -n "$(ulimit -Hn)"
       LECTERN_ADDR=127.0.0.1:8089 LECTERN_PID=$streams_pid READERS="$BENCH_DIR/readers.tsv" \
-        "$TARGET/release/streams" )
+        "$TARGET/production/streams" )
     kill -TERM "$streams_pid"; wait "$streams_pid" || true
     continue
   fi
@@ -158,7 +158,7 @@ for scenario in "${scenarios[@]}"; do
       echo "HEALTH_BIND_ADDR $($client_cpus $probe_wrap python3 bench/healthz_probe.py 127.0.0.1 "$HEALTH_PORT" "$probe_seconds")" ) &
     probes+=($!)
   fi
-  $client_cpus "$TARGET/release/lectern-bench" "$scenario"
+  $client_cpus "$TARGET/production/lectern-bench" "$scenario"
   [ ${#probes[@]} -eq 0 ] || wait "${probes[@]}"
   echo "server RSS after $scenario: $(rss); peak so far: $(peak_rss); server CPU during it: $(awk -v a="$cpu_before" -v b="$(cpu)" 'BEGIN {printf "%.2f s", b - a}')"
   if [ "$scenario" = down ]; then pg_start; fi

@@ -121,7 +121,7 @@ pub struct Limits {
 }
 
 /// How passages are found, cited and embedded.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RetrievalSettings {
     /// Where the indexed site is published (ends with `/`): a source's `url` is this plus
     /// the page's path relative to the ingest root. Pages fetched from the web carry
@@ -130,9 +130,13 @@ pub struct RetrievalSettings {
     /// Passages of one page among an answer's sources at most, so that five relevant
     /// pages are cited rather than one page five times.
     pub sources_per_page: usize,
-    /// The best passage's BM25 score under which a question is taken as not covered by
-    /// the book (0: never). Calibrated on real books (`docs/benchmarks.md`).
-    pub min_relevance: f32,
+    /// `RETRIEVAL_MIN_SCORE`: the relevance (the share of a question's weight the best
+    /// passage holds, 0 to 1) under which a question is taken as not covered by the book
+    /// (0: never). Unset: calibrated per index (`retrieval::guardrail`).
+    pub min_relevance: Option<f32>,
+    /// `RETRIEVAL_SYNONYMS`: a file of synonym groups added to the built-in table, and
+    /// its text (checked by the retriever, which names the file and the line).
+    pub synonyms: Option<(PathBuf, String)>,
     /// What tells an asymmetric embedding model a question from a passage.
     pub embedding_sides: EmbeddingSides,
 }
@@ -532,9 +536,6 @@ impl Settings {
     }
 }
 
-/// The calibrated default of `RETRIEVAL_MIN_SCORE` (`docs/benchmarks.md`, retrieval).
-pub const DEFAULT_MIN_RELEVANCE: f32 = 1.8;
-
 impl RetrievalSettings {
     /// `get` trims; prefixes are read untrimmed through `raw`, since `query: ` ends
     /// with a space that matters.
@@ -553,17 +554,33 @@ impl RetrievalSettings {
             "an integer from 1 to 5",
         )? as usize;
         let min_relevance = match get("RETRIEVAL_MIN_SCORE") {
-            None => DEFAULT_MIN_RELEVANCE,
+            None => None,
             Some(v) => match v.parse::<f32>() {
-                Ok(n) if (0.0..=1000.0).contains(&n) => n,
+                Ok(n) if (0.0..=1.0).contains(&n) => Some(n),
                 _ => {
                     return Err(invalid(
                         "RETRIEVAL_MIN_SCORE",
                         &v,
-                        "a BM25 score from 0 (off) to 1000, such as 2.5",
+                        "a share of the question from 0 (off) to 1, such as 0.45; unset: calibrated per index",
                     ));
                 }
             },
+        };
+        let synonyms = match get("RETRIEVAL_SYNONYMS") {
+            None => None,
+            Some(v) => {
+                let path = PathBuf::from(&v);
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => Some((path, text)),
+                    Err(_) => {
+                        return Err(invalid(
+                            "RETRIEVAL_SYNONYMS",
+                            &v,
+                            "the path of a readable text file of synonym groups, one comma-separated group a line",
+                        ));
+                    }
+                }
+            }
         };
         let input_type = get("EMBEDDING_INPUT_TYPE")
             .map(|v| match v.split_once(',') {
@@ -583,6 +600,7 @@ impl RetrievalSettings {
             site_url,
             sources_per_page,
             min_relevance,
+            synonyms,
             embedding_sides: EmbeddingSides {
                 query_prefix: raw("EMBEDDING_QUERY_PREFIX").unwrap_or_default(),
                 document_prefix: raw("EMBEDDING_DOCUMENT_PREFIX").unwrap_or_default(),

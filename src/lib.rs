@@ -55,14 +55,14 @@ pub async fn open_retriever(settings: &Settings) -> anyhow::Result<retrieval::Re
         let sides = settings.retrieval.embedding_sides.clone();
         (retrieval::embed::DenseEmbedder::new(service, sides), dims)
     });
-    let per_page = settings.retrieval.sources_per_page;
+    let tuning = &settings.retrieval;
     match &settings.qdrant {
         Some(service) => {
-            retrieval::Retriever::remote(service, &settings.qdrant_collection, dense, per_page)
+            retrieval::Retriever::remote(service, &settings.qdrant_collection, dense, tuning)
                 .await
                 .context("the Qdrant server at QDRANT_URL cannot be used")
         }
-        None => retrieval::Retriever::embedded(&settings.data_dir, dense, per_page)
+        None => retrieval::Retriever::embedded(&settings.data_dir, dense, tuning)
             .context("the vector store cannot be opened"),
     }
 }
@@ -83,7 +83,7 @@ async fn retriever_for_serving(settings: &Settings) -> anyhow::Result<retrieval:
         service,
         &settings.qdrant_collection,
         dense,
-        settings.retrieval.sources_per_page,
+        &settings.retrieval,
     )
     .context("QDRANT_URL cannot be used")?;
     match retriever.probe().await {
@@ -158,6 +158,11 @@ async fn index_corpus_on_first_start(retriever: &retrieval::Retriever, corpus: &
         Ok(false) => {}
         Err(e) => tracing::error!(error = %e, "cannot read the vector store"),
     }
+    // Calibrated before the first question, which would otherwise wait for it.
+    match retriever.guardrail().await {
+        Ok(guardrail) => tracing::info!("{guardrail}"),
+        Err(e) => tracing::warn!(error = %e, "the guardrail is calibrated at the first question"),
+    }
 }
 
 impl Application {
@@ -228,7 +233,6 @@ impl Application {
             retriever,
             generator,
             site_url: settings.retrieval.site_url.clone(),
-            min_relevance: f64::from(settings.retrieval.min_relevance),
             history_limit: settings.history_limit,
             quotas,
             tasks: tokio_util::task::TaskTracker::new(),

@@ -151,6 +151,7 @@ async fn ingest(settings: Settings, locations: Vec<String>) -> anyhow::Result<()
     if summary.pages == 0 {
         anyhow::bail!("no Markdown, MDX, HTML or text pages were found at the given locations");
     }
+    println!("{}", retriever.guardrail().await?);
     Ok(())
 }
 

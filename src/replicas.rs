@@ -160,6 +160,9 @@ pub async fn listen_for_ended_sessions(
 /// A finished turn as kept in `lectern_turn`.
 #[derive(serde::Deserialize)]
 struct TurnRecord {
+    /// Absent in turns kept before follow-ups named them.
+    #[serde(default)]
+    question: String,
     sources: Vec<SourceRef>,
     deltas: Vec<String>,
     /// `None` for a turn that failed.
@@ -174,6 +177,7 @@ struct TurnRecord {
 /// [`TurnRecord`] as written, borrowed from the log.
 #[derive(serde::Serialize)]
 struct TurnRecordRef<'a> {
+    question: &'a str,
     sources: &'a [SourceRef],
     deltas: crate::chat::turns::Deltas<'a>,
     answer: Option<&'a str>,
@@ -226,6 +230,7 @@ impl FinishedTurns {
                 _ => (None, false, None, None),
             };
             serde_json::to_string(&TurnRecordRef {
+                question: &log.question,
                 sources: parts.sources,
                 deltas: parts.deltas,
                 answer,
@@ -285,7 +290,7 @@ impl FinishedTurns {
             (Some(conversation_id), Some(_)) => self.conversation(conversation_id).await,
             _ => Stored::NotKept,
         };
-        let log = Arc::new(TurnLog::finished(id.to_owned(), owner));
+        let log = Arc::new(TurnLog::finished(id.to_owned(), owner, record.question));
         log.push(ChatEvent::Sources(record.sources.into()));
         for delta in record.deltas {
             log.push(ChatEvent::Delta(delta));

@@ -26,7 +26,7 @@ use crate::db::{Database, RunError};
 use crate::entities::conversation;
 use crate::history::{self, HistoryError, NewTurn};
 use crate::llm::{Generator, PromptInput};
-use crate::retrieval::{Passage, RetrievalError, Retriever};
+use crate::retrieval::{Passage, Previous, RetrievalError, Retriever};
 
 pub const MESSAGE_MAX_CHARS: usize = 4_000;
 pub const SELECTED_TEXT_MAX_CHARS: usize = 10_000;
@@ -57,6 +57,9 @@ pub struct ChatRequest {
     pub message: String,
     pub conversation_id: Option<String>,
     pub selected_text: Option<String>,
+    /// A follow-up to this turn (`previousTurnId`): retrieved and answered with it, for
+    /// anonymous readers as for signed-in ones.
+    pub previous_turn_id: Option<String>,
 }
 
 impl ChatRequest {
@@ -91,7 +94,19 @@ impl ChatRequest {
             message: message.to_owned(),
             conversation_id,
             selected_text,
+            previous_turn_id: None,
         })
+    }
+
+    /// The same request as a follow-up to turn `id`, which must look like a turn id.
+    pub fn following(mut self, id: Option<String>) -> Result<Self, String> {
+        if let Some(id) = &id
+            && uuid::Uuid::parse_str(id).is_err()
+        {
+            return Err("previousTurnId is not a turn id (the turnId of an earlier answer)".into());
+        }
+        self.previous_turn_id = id;
+        Ok(self)
     }
 }
 
@@ -230,8 +245,6 @@ pub struct ChatService {
     pub generator: Arc<Generator>,
     /// Makes sources' relative page addresses links (`SITE_URL`).
     pub site_url: Option<String>,
-    /// Under this best BM25 score the book is taken not to cover the question (0: never).
-    pub min_relevance: f64,
     pub history_limit: u32,
     pub quotas: ChatQuotas,
     /// Every turn in flight, so shutdown can wait for them to be answered and stored
@@ -325,7 +338,7 @@ impl ChatService {
             Asker::Reader(user_id) => Some(user_id.clone()),
             Asker::Anonymous | Asker::Unverified(_) => None,
         };
-        let log = self.turns.start(owner);
+        let log = self.turns.start(owner, request.message.clone());
         let service = self.clone();
         let span = tracing::info_span!("chat_turn", signed_in = matches!(asker, Asker::Reader(_)));
         let writer = log.clone();
@@ -357,6 +370,7 @@ impl ChatService {
     ) -> Result<(), ChatError> {
         let mut history_unavailable = false;
         let mut earlier: Vec<(String, String)> = Vec::new();
+        let mut previous: Option<Previous> = None;
         if let (Asker::Reader(user_id), Some(conversation_id)) = (&asker, &request.conversation_id)
         {
             let loaded = Box::pin(db.run(|conn| async move {
@@ -365,6 +379,7 @@ impl ChatService {
             .await;
             match loaded {
                 Ok(messages) => {
+                    previous = previous_in(&messages);
                     earlier = messages.into_iter().map(|m| (m.role, m.content)).collect()
                 }
                 Err(RunError::Failed(HistoryError::NotFound)) => return Err(ChatError::NotFound),
@@ -377,18 +392,29 @@ impl ChatService {
             }
         }
 
+        if let Some(id) = &request.previous_turn_id {
+            let (turn, answer) = self.previous_turn(id, &asker).await?;
+            if earlier.is_empty() {
+                earlier = vec![
+                    ("user".to_owned(), turn.question.clone()),
+                    ("assistant".to_owned(), answer),
+                ];
+            }
+            previous = Some(turn);
+        }
         let query = match &request.selected_text {
             Some(selected) => format!("{}\n{}", request.message, selected),
             None => request.message.clone(),
         };
         let started = std::time::Instant::now();
-        let found = Box::pin(self.retriever.search(&query, PASSAGES))
+        let found = Box::pin(self.retriever.search(&query, previous.as_ref(), PASSAGES))
             .await
             .map_err(|e: RetrievalError| {
                 tracing::error!(error = %e, "retrieval failed");
                 ChatError::RetrievalUnavailable
             })?;
         metrics::histogram!("lectern_retrieval_duration_seconds").record(started.elapsed());
+        let covered = found.covered();
         let passages = found.passages;
         let sources: Arc<[SourceRef]> = passages
             .iter()
@@ -398,7 +424,7 @@ impl ChatService {
 
         // A question about a selection is answered from the selection, whatever the
         // book's passages say.
-        let unanswered = request.selected_text.is_none() && found.relevance < self.min_relevance;
+        let unanswered = request.selected_text.is_none() && !covered;
         let answer = if unanswered {
             let answer = not_covered(&sources);
             send(ChatEvent::Delta(answer.clone()));
@@ -483,6 +509,45 @@ impl ChatService {
         Ok(())
     }
 
+    /// The turn a follow-up names, with its answer, under the rules that show a turn's
+    /// conversation: a signed-in reader's turn is theirs alone to follow; an anonymous
+    /// turn is anyone's who holds its unguessable id. Unknown, expired or someone
+    /// else's: `NOT_FOUND`.
+    async fn previous_turn(
+        &self,
+        id: &str,
+        asker: &Asker,
+    ) -> Result<(Previous, String), ChatError> {
+        let log = match self.turns.get(id) {
+            Some(log) => log,
+            None => match &self.finished {
+                Some(finished) => finished.load(id).await.ok_or(ChatError::NotFound)?,
+                None => return Err(ChatError::NotFound),
+            },
+        };
+        let asker_id = match asker {
+            Asker::Reader(user_id) => Some(user_id.as_str()),
+            Asker::Unverified(Some(claimed)) => Some(claimed.user_id.as_str()),
+            Asker::Anonymous | Asker::Unverified(None) => None,
+        };
+        if log.owner.is_some() && log.owner.as_deref() != asker_id {
+            return Err(ChatError::NotFound);
+        }
+        Ok(log.with_parts(|parts| {
+            let answer = match parts.last {
+                Some(ChatEvent::Completed { answer, .. }) => answer.clone(),
+                _ => parts.deltas.joined().to_owned(),
+            };
+            (
+                Previous {
+                    question: log.question.clone(),
+                    pages: parts.sources.iter().map(|s| s.path.clone()).collect(),
+                },
+                answer,
+            )
+        }))
+    }
+
     /// Journals a turn the database cannot take now.
     async fn keep_for_later(
         &self,
@@ -537,6 +602,22 @@ impl ChatService {
             }
         }
     }
+}
+
+/// The last question of a stored conversation and the pages its answer cited.
+fn previous_in(messages: &[crate::entities::message::Model]) -> Option<Previous> {
+    let question = messages.iter().rev().find(|m| m.role == "user")?;
+    let pages = messages
+        .iter()
+        .rev()
+        .find(|m| m.role == "assistant")
+        .and_then(|m| serde_json::from_value::<Vec<SourceRef>>(m.sources.clone()).ok())
+        .map(|sources| sources.into_iter().map(|s| s.path).collect())
+        .unwrap_or_default();
+    Some(Previous {
+        question: question.content.clone(),
+        pages,
+    })
 }
 
 #[cfg(test)]

@@ -25,6 +25,9 @@ pub struct TurnLog {
     /// The signed-in reader the turn belongs to; `None` for anonymous and unverified
     /// askers. Only the owner is shown the conversation a resumed turn was stored in.
     pub owner: Option<String>,
+    /// The question asked: a follow-up that names this turn (`previousTurnId`) is
+    /// retrieved with it.
+    pub question: String,
     events: Mutex<Events>,
     /// How many events are written; listeners wait on it.
     written: watch::Sender<usize>,
@@ -143,10 +146,11 @@ impl ChatEvent {
 }
 
 impl TurnLog {
-    fn new(owner: Option<String>) -> Self {
+    fn new(owner: Option<String>, question: String) -> Self {
         Self {
             id: uuid::Uuid::new_v4().to_string(),
             owner,
+            question,
             events: Mutex::new(Events::default()),
             written: watch::channel(0).0,
             finished_at: Mutex::new(None),
@@ -155,10 +159,10 @@ impl TurnLog {
 
     /// A log for a turn that ran elsewhere (another replica), to be filled with its
     /// events.
-    pub fn finished(id: String, owner: Option<String>) -> Self {
+    pub fn finished(id: String, owner: Option<String>, question: String) -> Self {
         Self {
             id,
-            ..Self::new(owner)
+            ..Self::new(owner, question)
         }
     }
 
@@ -258,8 +262,8 @@ impl TurnRegistry {
     }
 
     /// A new turn, registered; older turns past their time or the cap are forgotten.
-    pub fn start(&self, owner: Option<String>) -> Arc<TurnLog> {
-        let log = Arc::new(TurnLog::new(owner));
+    pub fn start(&self, owner: Option<String>, question: String) -> Arc<TurnLog> {
+        let log = Arc::new(TurnLog::new(owner, question));
         let mut registry = self.lock();
         while let Some(oldest) = registry.order.front().cloned() {
             let expired = registry
@@ -304,7 +308,7 @@ mod tests {
     #[test]
     fn parts_lend_the_deltas_in_order_as_written() {
         let registry = TurnRegistry::new(Duration::from_secs(60), 10);
-        let log = registry.start(None);
+        let log = registry.start(None, String::new());
         for delta in ["Bees ", "", "make ", "hon\u{e9}y."] {
             log.push(ChatEvent::Delta(delta.into()));
         }
@@ -320,7 +324,7 @@ mod tests {
     #[tokio::test]
     async fn followers_get_every_event_whenever_they_join() {
         let registry = TurnRegistry::new(Duration::from_secs(60), 10);
-        let log = registry.start(None);
+        let log = registry.start(None, String::new());
         log.push(ChatEvent::Sources(Arc::new([])));
         log.push(ChatEvent::Delta("a".into()));
         let early = tokio::spawn(log.clone().follow().collect::<Vec<_>>());
@@ -337,7 +341,7 @@ mod tests {
     #[test]
     fn a_log_gives_back_every_event_as_written() {
         let registry = TurnRegistry::new(Duration::from_secs(60), 10);
-        let log = registry.start(None);
+        let log = registry.start(None, String::new());
         log.push(ChatEvent::Sources(Arc::new([])));
         for piece in ["Tides ", "follow ", "the moon."] {
             log.push(ChatEvent::Delta(piece.into()));
@@ -356,7 +360,7 @@ mod tests {
         assert_eq!(deltas, ["Tides ", "follow ", "the moon."]);
         assert!(events[4].is_terminal());
         // A turn that failed before retrieval has no sources.
-        let failed = registry.start(None);
+        let failed = registry.start(None, String::new());
         failed.push(ChatEvent::Failed(
             crate::chat::ChatError::RetrievalUnavailable,
         ));
@@ -366,9 +370,11 @@ mod tests {
     #[test]
     fn the_registry_is_bounded_in_count_and_time() {
         let registry = TurnRegistry::new(Duration::from_millis(50), 3);
-        let first = registry.start(None);
+        let first = registry.start(None, String::new());
         first.push(completed());
-        let ids: Vec<String> = (0..3).map(|_| registry.start(None).id.clone()).collect();
+        let ids: Vec<String> = (0..3)
+            .map(|_| registry.start(None, String::new()).id.clone())
+            .collect();
         assert!(registry.get(&first.id).is_none(), "the oldest went first");
         assert!(ids.iter().all(|id| registry.get(id).is_some()));
         let finished = registry.get(&ids[2]).unwrap();

@@ -28,6 +28,12 @@ pub struct ChatInput {
     pub conversation_id: Option<ID>,
     /// A passage the reader selected and asks about, up to 10,000 characters.
     pub selected_text: Option<String>,
+    /// Ask this as a follow-up to an earlier answer: the `turnId` of that answer (from
+    /// `ChatPayload`, `ChatSources` or `ChatCompleted`). Retrieval then also leans on
+    /// that turn's question and cited pages, and a model sees that turn. Works for
+    /// anonymous readers too; a signed-in reader's turn can be followed only by that
+    /// reader, an unknown or expired one is `NOT_FOUND`.
+    pub previous_turn_id: Option<ID>,
 }
 
 /// The answer to one question.
@@ -168,6 +174,7 @@ async fn begin(ctx: &Context<'_>, input: ChatInput) -> Result<Turn, ApiError> {
         input.conversation_id.map(|id| id.0),
         input.selected_text,
     )
+    .and_then(|request| request.following(input.previous_turn_id.map(|id| id.0)))
     .map_err(ApiError::BadUserInput)?;
     let asker = match viewer(ctx) {
         Viewer::Anonymous => Asker::Anonymous,

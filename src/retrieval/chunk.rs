@@ -44,6 +44,9 @@ pub struct Chunk {
     /// The fragment of the nearest heading (its `id`), "" when there is none.
     pub anchor: String,
     pub text: String,
+    /// The section's first sentence, on the section's first chunk only ("" elsewhere):
+    /// weighted above the text by ranking.
+    pub lead: String,
     /// Position within the document, from 0; part of the chunk's stable id.
     pub index: usize,
 }
@@ -70,12 +73,20 @@ pub fn chunk_sections(doc: &Document, fallback_title: &str) -> Vec<Chunk> {
     let mut chunks = Vec::new();
     for section in &doc.sections {
         let heading = section.headings.join(HEADING_SEPARATOR);
-        for text in windows(&normalize_whitespace(&section.text)) {
+        for (i, text) in windows(&normalize_whitespace(&section.text))
+            .into_iter()
+            .enumerate()
+        {
+            let lead = match (&section.lead, i) {
+                (Some(lead), 0) => lead.clone(),
+                _ => String::new(),
+            };
             chunks.push(Chunk {
                 title: title.clone(),
                 heading: heading.clone(),
                 anchor: section.anchor.clone().unwrap_or_default(),
                 text,
+                lead,
                 index: chunks.len(),
             });
         }

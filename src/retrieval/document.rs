@@ -41,6 +41,9 @@ pub struct Section {
     /// The fragment that links to the nearest heading, without `#`.
     pub anchor: Option<String>,
     pub text: String,
+    /// The section's first sentence of prose (not code): what the section is about, in
+    /// its own words, weighted above the rest of its text.
+    pub lead: Option<String>,
 }
 
 /// Why a page is not indexed.
@@ -61,7 +64,7 @@ pub enum Skip {
 }
 
 /// The generators' aggregate and utility pages, by file name (without extension).
-const UTILITY_PAGES: [(&str, &str); 7] = [
+const UTILITY_PAGES: [(&str, &str); 11] = [
     ("print", "the print version of the whole book"),
     ("toc", "a table of contents"),
     ("404", "a not-found page"),
@@ -69,12 +72,38 @@ const UTILITY_PAGES: [(&str, &str); 7] = [
     ("genindex", "a generated index"),
     ("py-modindex", "a generated index"),
     ("sitemap", "a site map"),
+    // rustdoc's list of every item of a crate, its settings and help pages.
+    ("all", "a list of every item"),
+    ("settings", "a settings page"),
+    ("help", "a help page"),
+    // Sphinx's master table of contents.
+    ("contents", "a table of contents"),
 ];
+
+/// Folders generators write beside the pages that hold no pages of their own: Sphinx's
+/// copies of every page's source (`_sources/`, raw reStructuredText), its highlighted
+/// module sources (`_modules/`), static files and downloads; rustdoc's `static.files/`.
+const ASSET_FOLDERS: [(&str, &str); 6] = [
+    ("static.files", "a static file of rustdoc's theme"),
+    (
+        "_sources",
+        "the source of a page (Sphinx's _sources), not the page",
+    ),
+    ("_modules", "highlighted source code (Sphinx's _modules)"),
+    ("_static", "a static file of the site's theme"),
+    ("_downloads", "a download, not a page"),
+    ("_images", "an image folder"),
+];
+
+/// Share of a page's words that are link text above which the page is a table of
+/// contents (Sphinx's `contents.html` and section `index.html` toctrees, mdBook's
+/// `toc.html`): std's module pages, lists of items with a line each, are under 0.6.
+const LINK_PAGE_SHARE: f64 = 0.75;
 
 /// Reads one page. `path` is the page's path relative to its site, used to recognise
 /// utility pages by name.
 pub fn parse(content: &str, format: Format, path: &str) -> Result<Document, Skip> {
-    if let Some(reason) = utility_page(path) {
+    if let Some(reason) = utility_page(path).or_else(|| asset_folder(path)) {
         return Err(Skip::Aggregate(reason));
     }
     if format == Format::Text && legal_text(path) {
@@ -114,6 +143,16 @@ fn utility_page(path: &str) -> Option<&'static str> {
         .map(|(_, reason)| *reason)
 }
 
+/// A page under one of [`ASSET_FOLDERS`].
+fn asset_folder(path: &str) -> Option<&'static str> {
+    path.split('/').find_map(|part| {
+        ASSET_FOLDERS
+            .iter()
+            .find(|(name, _)| part == *name)
+            .map(|(_, reason)| *reason)
+    })
+}
+
 /// Text files a site ships beside its pages: the licences of its fonts and scripts
 /// (mdBook's `fonts/OPEN-SANS-LICENSE.txt`), `robots.txt`.
 fn legal_text(path: &str) -> bool {
@@ -135,6 +174,7 @@ struct Sections {
     stack: Vec<(u8, String)>,
     anchor: Option<String>,
     text: String,
+    lead: Option<String>,
 }
 
 impl Sections {
@@ -147,6 +187,13 @@ impl Sections {
 
     fn push(&mut self, text: &str) {
         self.text.push_str(text);
+    }
+
+    /// A paragraph of the section: the first one that holds a sentence is its lead.
+    fn paragraph(&mut self, text: &str) {
+        if self.lead.is_none() {
+            self.lead = first_sentence(text);
+        }
     }
 
     /// A break between blocks, so words of neighbouring blocks never run together.
@@ -163,14 +210,31 @@ impl Sections {
                 headings: self.stack.iter().map(|(_, h)| h.clone()).collect(),
                 anchor: self.anchor.clone(),
                 text,
+                lead: self.lead.take(),
             });
         }
+        self.lead = None;
     }
 
     fn finish(mut self) -> Vec<Section> {
         self.flush();
         self.sections
     }
+}
+
+/// The first sentence of a paragraph (up to `. `, `? ` or `! `, at most 300 characters),
+/// or `None` when it has fewer than three words.
+fn first_sentence(paragraph: &str) -> Option<String> {
+    let text = collapse(paragraph);
+    let mut end = text.len();
+    for (i, c) in text.char_indices() {
+        if matches!(c, '.' | '?' | '!') && text[i + 1..].starts_with(' ') {
+            end = i + 1;
+            break;
+        }
+    }
+    let sentence: String = text[..end].chars().take(300).collect();
+    (sentence.split_whitespace().count() >= 3).then_some(sentence)
 }
 
 fn level_number(level: HeadingLevel) -> u8 {
@@ -203,7 +267,23 @@ fn markdown(content: &str, mdx: bool) -> Document {
     // Text of the heading being read, with its level and `{#id}`.
     let mut heading: Option<(u8, Option<String>, String)> = None;
     let mut in_metadata = false;
+    // The text of the paragraph being read, for the section's lead.
+    let mut paragraph: Option<String> = None;
     for event in Parser::new_ext(&source, options) {
+        if let (Some(buffer), Event::Text(text) | Event::Code(text)) = (&mut paragraph, &event)
+            && heading.is_none()
+        {
+            buffer.push_str(text);
+        }
+        match &event {
+            Event::Start(Tag::Paragraph) => paragraph = Some(String::new()),
+            Event::End(TagEnd::Paragraph) => {
+                if let Some(text) = paragraph.take() {
+                    out.paragraph(&text);
+                }
+            }
+            _ => {}
+        }
         match event {
             Event::Start(Tag::MetadataBlock(_)) => in_metadata = true,
             Event::End(TagEnd::MetadataBlock(_)) => in_metadata = false,
@@ -352,9 +432,11 @@ fn collapse(text: &str) -> String {
 }
 
 /// Where the main content is, by generator, most specific first.
-const MAIN_CONTENT: [&str; 6] = [
+const MAIN_CONTENT: [&str; 7] = [
     ".theme-doc-markdown",
     "article.md-content__inner",
+    // rustdoc
+    "#main-content",
     "[role=main]",
     "main",
     "article",
@@ -368,9 +450,18 @@ const NOT_CONTENT: [&str; 16] = [
 ];
 
 /// Classes of navigation, sidebars and link decorations across generators: mdBook's
-/// hidden `boring` code lines and chapter arrows, Sphinx's `¶` header links,
-/// Docusaurus's `#` links, breadcrumbs and edit buttons, tables of contents.
-const NOT_CONTENT_CLASSES: [&str; 14] = [
+/// hidden `boring` code lines and chapter arrows, Sphinx's `¶` header links and
+/// toctrees, Docusaurus's `#` links, breadcrumbs and edit buttons, tables of contents,
+/// rustdoc's `§` anchors, version and source links and "Expand description" toggles,
+/// Material for MkDocs' page footer.
+const NOT_CONTENT_CLASSES: [&str; 21] = [
+    "toctree-wrapper",
+    "doc-anchor",
+    "rightside",
+    "sub-heading",
+    "hideme",
+    "rustdoc-breadcrumbs",
+    "md-source-file",
     "sidebar",
     "toc",
     "table-of-contents",
@@ -386,6 +477,21 @@ const NOT_CONTENT_CLASSES: [&str; 14] = [
     "boring",
     "md-content__button",
 ];
+
+/// rustdoc's lists of trait implementations (the same docs on every type that
+/// implements a trait) and of methods reached through `Deref`: the page of the trait or
+/// of the target type is where they belong.
+fn rustdoc_borrowed(id: &str) -> bool {
+    matches!(
+        id,
+        "trait-implementations"
+            | "trait-implementations-list"
+            | "synthetic-implementations"
+            | "synthetic-implementations-list"
+            | "blanket-implementations"
+            | "blanket-implementations-list"
+    ) || id.starts_with("deref-methods-")
+}
 
 /// ARIA roles of navigation and page furniture.
 const NOT_CONTENT_ROLES: [&str; 5] = [
@@ -424,6 +530,7 @@ const BLOCKS: [&str; 22] = [
 
 fn html(content: &str) -> Result<Document, Skip> {
     let page = Html::parse_document(content);
+    let mut rustdoc = false;
     for meta in page.select(&selector("meta")) {
         let attr = |name: &str| {
             meta.value()
@@ -437,12 +544,35 @@ fn html(content: &str) -> Result<Document, Skip> {
         if attr("http-equiv") == "refresh" {
             return Err(Skip::Redirect);
         }
+        rustdoc |= attr("name") == "generator" && attr("content") == "rustdoc";
+    }
+    if rustdoc
+        && let Some(body) = page.select(&selector("body")).next()
+        && body
+            .value()
+            .has_class("src", scraper::CaseSensitivity::CaseSensitive)
+    {
+        return Err(Skip::Aggregate("source code (rustdoc's src/)"));
     }
     let page_title = page
         .select(&selector("title"))
         .next()
         .map(|t| collapse(&t.text().collect::<String>()))
         .filter(|t| !t.is_empty());
+    // rustdoc titles its pages `read_dir in std::fs - Rust`: the item and where it lives,
+    // better than the first heading's `Function read_dir`.
+    if rustdoc && let Some(title) = &page_title {
+        let item = title.strip_suffix(" - Rust").unwrap_or(title).to_owned();
+        return html_main(&page, Some(item), true);
+    }
+    html_main(&page, page_title, false)
+}
+
+fn html_main(
+    page: &Html,
+    page_title: Option<String>,
+    prefer_page_title: bool,
+) -> Result<Document, Skip> {
     let Some(main) = MAIN_CONTENT
         .iter()
         .find_map(|css| page.select(&selector(css)).next())
@@ -451,9 +581,18 @@ fn html(content: &str) -> Result<Document, Skip> {
     };
     let mut walk = HtmlWalk::default();
     walk.element(main);
+    let words = walk.words.max(1) as f64;
+    if walk.words >= 40 && walk.link_words as f64 / words > LINK_PAGE_SHARE {
+        return Err(Skip::Aggregate("a table of contents"));
+    }
     let first_h1 = walk.first_h1.take();
+    let title = if prefer_page_title {
+        page_title.or(first_h1)
+    } else {
+        first_h1.or(page_title)
+    };
     Ok(Document {
-        title: first_h1.or(page_title),
+        title,
         sections: walk.out.finish(),
     })
 }
@@ -469,13 +608,27 @@ struct HtmlWalk {
     /// The `id` of the `section` being read: Sphinx and others put the anchor there
     /// rather than on the heading.
     section_id: Option<String>,
+    /// Words read, and words inside links: a page of links is a table of contents.
+    words: usize,
+    link_words: usize,
+    /// Links open around the text being read.
+    in_link: usize,
+    /// Sphinx API descriptions (`dl.py`) open around the text being read.
+    api_depth: u8,
 }
 
 impl HtmlWalk {
     fn element(&mut self, element: ElementRef) {
         for child in element.children() {
             match child.value() {
-                Node::Text(text) => self.out.push(text),
+                Node::Text(text) => {
+                    let words = text.split_whitespace().count();
+                    self.words += words;
+                    if self.in_link > 0 {
+                        self.link_words += words;
+                    }
+                    self.out.push(text)
+                }
                 Node::Element(_) => {
                     if let Some(child) = ElementRef::wrap(child) {
                         self.child(child);
@@ -496,7 +649,14 @@ impl HtmlWalk {
                 .attr("role")
                 .is_some_and(|r| NOT_CONTENT_ROLES.contains(&r))
             || value.classes().any(|c| NOT_CONTENT_CLASSES.contains(&c))
+            || value.id().is_some_and(rustdoc_borrowed)
+            // rustdoc's `§` links beside its section headers (Docusaurus puts the same
+            // class on the headings themselves, which stay).
+            || (name == "a" && value.has_class("anchor", scraper::CaseSensitivity::CaseSensitive))
         {
+            return;
+        }
+        if self.api_heading(element).is_some() {
             return;
         }
         if let Some(level) = heading_level(name) {
@@ -518,6 +678,26 @@ impl HtmlWalk {
             return;
         }
         match name {
+            "a" => {
+                self.in_link += 1;
+                self.element(element);
+                self.in_link -= 1;
+            }
+            "p" => {
+                let mut text = HtmlWalk::default();
+                text.element(element);
+                self.out.paragraph(&text.out.text);
+                self.out.gap();
+                self.element(element);
+                self.out.gap();
+            }
+            "dl" if value.has_class("py", scraper::CaseSensitivity::CaseSensitive) => {
+                self.api_depth += 1;
+                self.out.gap();
+                self.element(element);
+                self.out.gap();
+                self.api_depth -= 1;
+            }
             "section" => {
                 let outer = std::mem::replace(&mut self.section_id, value.id().map(str::to_owned));
                 self.out.gap();
@@ -541,6 +721,57 @@ impl HtmlWalk {
             }
             _ => self.element(element),
         }
+    }
+}
+
+impl HtmlWalk {
+    /// The heading of an API item: Sphinx's `<dt class="sig" id="csv.reader">` and
+    /// rustdoc's `<h4 class="code-header">pub fn <a class="fn">push_str</a>(…)</h4>`.
+    /// The item's name is the heading (what a reader looks for, and what citations
+    /// link to), the signature stays in the text.
+    fn api_heading(&mut self, element: ElementRef) -> Option<()> {
+        let value = element.value();
+        let sphinx = value.name() == "dt"
+            && self.api_depth > 0
+            && value.has_class("sig", scraper::CaseSensitivity::CaseSensitive);
+        let rustdoc = heading_level(value.name()).is_some()
+            && value.has_class("code-header", scraper::CaseSensitivity::CaseSensitive);
+        if !sphinx && !rustdoc {
+            return None;
+        }
+        let name_css = if sphinx {
+            ".sig-prename, .sig-name"
+        } else {
+            "a.fn, a.method, a.constant, a.type, a.associatedtype, a.associatedconstant"
+        };
+        let name: String = element
+            .select(&selector(name_css))
+            .flat_map(|e| e.text())
+            .collect();
+        let mut signature = HtmlWalk::default();
+        signature.element(element);
+        let signature = collapse(&signature.out.text);
+        let name = if name.trim().is_empty() {
+            signature.clone()
+        } else {
+            collapse(&name)
+        };
+        if name.is_empty() {
+            return Some(());
+        }
+        let level = if sphinx {
+            6 + self.api_depth
+        } else {
+            heading_level(value.name()).unwrap_or(6)
+        };
+        let anchor = value
+            .attr("id")
+            .map(str::to_owned)
+            .or_else(|| self.section_id.take());
+        self.out.heading(level, name, anchor);
+        self.out.push(&signature);
+        self.out.gap();
+        Some(())
     }
 }
 
@@ -727,6 +958,10 @@ mod tests {
             "search.html",
             "search/index.html",
             "genindex.html",
+            "contents.html",
+            "all.html",
+            "_sources/tutorial.rst.txt",
+            "_modules/csv.html",
         ] {
             assert!(
                 matches!(parse(chapter, Format::Html, path), Err(Skip::Aggregate(_))),
@@ -744,7 +979,7 @@ mod tests {
         assert!(parse("Bees dance.", Format::Text, "bees.txt").is_ok());
         let noindex = format!("<head><meta name=\"robots\" content=\"noindex\"></head>{chapter}");
         assert_eq!(
-            parse(&noindex, Format::Html, "all.html"),
+            parse(&noindex, Format::Html, "everything.html"),
             Err(Skip::NoIndex)
         );
         let redirect = "<head><meta http-equiv=\"refresh\" content=\"0; url=new.html\"></head><p>Redirecting…</p>";

@@ -12,9 +12,12 @@
 pub mod chunk;
 pub mod document;
 pub mod embed;
+pub mod guardrail;
+pub mod rank;
 pub mod remote;
 pub mod site;
 pub mod store;
+pub mod synonyms;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
@@ -24,9 +27,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use sha2::{Digest, Sha256};
 
+use crate::config::RetrievalSettings;
+
 use chunk::chunk_sections;
 use document::{Document, Skip};
 use embed::{Bm25, DenseEmbedder, EmbedError, Side};
+pub use guardrail::Guardrail;
+pub use rank::Previous;
+use rank::{Coverage, Ranker};
 use site::{Fetched, Location, Page};
 use store::{ChunkPayload, Hit, Point, QueryVectors, StoreError, VectorStore};
 
@@ -39,7 +47,7 @@ const EMBED_BATCH: usize = 64;
 /// Part of every stored page hash: a change to what parsing and chunking make of a page
 /// bumps it, so the next ingest indexes every page again instead of keeping passages cut
 /// the old way.
-const PIPELINE_VERSION: &str = "2";
+const PIPELINE_VERSION: &str = "3";
 /// Candidates fetched per search before at most `sources_per_page` per page are kept.
 const CANDIDATES: usize = 50;
 
@@ -66,6 +74,8 @@ pub struct Passage {
     /// The fragment of the passage's heading, or "".
     pub anchor: String,
     pub text: String,
+    /// Its section's first sentence when the passage opens the section (else "").
+    pub lead: String,
     pub score: f64,
 }
 
@@ -78,6 +88,7 @@ impl From<Hit> for Passage {
             url: hit.payload.url,
             anchor: hit.payload.anchor,
             text: hit.payload.text,
+            lead: hit.payload.lead,
             score: f64::from(hit.score),
         }
     }
@@ -110,12 +121,21 @@ impl Passage {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Found {
     pub passages: Vec<Passage>,
-    /// How well the book matches the question, whatever ranked the passages: the best
-    /// passage's BM25 score in units of the IDF of a word found in one passage only, so
-    /// it reads as "rare words of the question the best passage holds" whatever the size
-    /// of the book (raw BM25 scores grow with the logarithm of the passage count). What
-    /// decides whether the book covers the question at all.
+    /// How well the book matches the question, whatever ranked the passages: the
+    /// largest share of the question's weight (each of its words weighted by its IDF in
+    /// this index, a word the book never uses as much as its rarest) that one of the
+    /// passages holds, from 0 to 1 ([`rank::Coverage`]). What decides whether the book
+    /// covers the question at all.
     pub relevance: f64,
+    /// The guardrail's threshold for this index (0: off).
+    pub threshold: f64,
+}
+
+impl Found {
+    /// Whether the book seems to cover the question.
+    pub fn covered(&self) -> bool {
+        self.relevance >= self.threshold
+    }
 }
 
 /// BM25's IDF (Qdrant's: `ln(1 + (N - n + 0.5) / (n + 0.5))`) of a word found in one of
@@ -128,6 +148,9 @@ fn rare_word_idf(passages: usize) -> f64 {
         (1.0 + (n - 0.5) / 1.5).ln()
     }
 }
+
+/// Words whose IDF is remembered at most.
+const IDF_CACHE: usize = 50_000;
 
 /// How long a passage count is trusted before it is read again.
 const COUNT_TTL: std::time::Duration = std::time::Duration::from_secs(60);
@@ -194,10 +217,17 @@ impl Progress for Quiet {
 
 pub struct Retriever {
     store: Arc<dyn VectorStore>,
-    bm25: Bm25,
+    ranker: Ranker,
     dense: Option<DenseEmbedder>,
     /// Passages of one page among the sources at most.
     sources_per_page: usize,
+    /// `RETRIEVAL_MIN_SCORE`: a fixed guardrail threshold instead of the calibrated one.
+    fixed_threshold: Option<f64>,
+    /// The guardrail calibrated for the index as it was at that passage count.
+    guardrail: tokio::sync::Mutex<Option<(usize, Guardrail)>>,
+    /// Each word's IDF in the index (`None`: no passage holds it), while the passage
+    /// count is the one it was read at: a question's words are looked up once.
+    idf: std::sync::Mutex<(usize, HashMap<u32, Option<f64>>)>,
     /// Held while the process uses an embedded store: a second process cannot open it.
     _lock: Option<File>,
     /// Whether the last search or probe succeeded (for `health`).
@@ -211,7 +241,7 @@ impl Retriever {
     pub fn embedded(
         data_dir: &Path,
         dense: Option<(DenseEmbedder, usize)>,
-        sources_per_page: usize,
+        tuning: &RetrievalSettings,
     ) -> Result<Self, RetrievalError> {
         let dir = data_dir.join("qdrant");
         std::fs::create_dir_all(&dir).map_err(|e| RetrievalError::Read {
@@ -221,7 +251,7 @@ impl Retriever {
         let lock = lock_dir(data_dir, &dir)?;
         let (dense, dims) = split(dense);
         let store = store::EmbeddedStore::open(&dir, dims)?;
-        Self::with_store(Arc::new(store), dense, sources_per_page, Some(lock))
+        Self::with_store(Arc::new(store), dense, tuning, Some(lock))
     }
 
     /// A Qdrant server or Qdrant Cloud collection, connected lazily: nothing is reached
@@ -230,11 +260,11 @@ impl Retriever {
         service: &crate::config::RemoteService,
         collection: &str,
         dense: Option<(DenseEmbedder, usize)>,
-        sources_per_page: usize,
+        tuning: &RetrievalSettings,
     ) -> Result<Self, RetrievalError> {
         let (dense, dims) = split(dense);
         let store = remote::RemoteStore::lazy(service, collection, dims)?;
-        Self::with_store(Arc::new(store), dense, sources_per_page, None)
+        Self::with_store(Arc::new(store), dense, tuning, None)
     }
 
     /// A Qdrant server or Qdrant Cloud collection, set up now.
@@ -242,24 +272,36 @@ impl Retriever {
         service: &crate::config::RemoteService,
         collection: &str,
         dense: Option<(DenseEmbedder, usize)>,
-        sources_per_page: usize,
+        tuning: &RetrievalSettings,
     ) -> Result<Self, RetrievalError> {
         let (dense, dims) = split(dense);
         let store = remote::RemoteStore::open(service, collection, dims).await?;
-        Self::with_store(Arc::new(store), dense, sources_per_page, None)
+        Self::with_store(Arc::new(store), dense, tuning, None)
     }
 
     fn with_store(
         store: Arc<dyn VectorStore>,
         dense: Option<DenseEmbedder>,
-        sources_per_page: usize,
+        tuning: &RetrievalSettings,
         lock: Option<File>,
     ) -> Result<Self, RetrievalError> {
+        let extra = tuning.synonyms.as_ref();
+        let synonyms = synonyms::Synonyms::with_extra(extra.map(|(_, text)| text.as_str()))
+            .map_err(|e| RetrievalError::Read {
+                path: extra.map_or_else(
+                    || "the built-in synonym table".to_owned(),
+                    |(path, _)| format!("RETRIEVAL_SYNONYMS ({})", path.display()),
+                ),
+                reason: e,
+            })?;
         Ok(Self {
             store,
-            bm25: Bm25::english().map_err(StoreError::Engine)?,
+            ranker: Ranker::new(Bm25::english().map_err(StoreError::Engine)?, synonyms),
             dense,
-            sources_per_page: sources_per_page.max(1),
+            sources_per_page: tuning.sources_per_page.max(1),
+            fixed_threshold: tuning.min_relevance.map(f64::from),
+            guardrail: tokio::sync::Mutex::new(None),
+            idf: std::sync::Mutex::new((0, HashMap::new())),
             _lock: lock,
             last_search_ok: AtomicBool::new(true),
             passages: std::sync::Mutex::new(None),
@@ -290,11 +332,21 @@ impl Retriever {
     }
 
     /// The `limit` best passages for a question (hybrid when a dense embedder is set),
-    /// at most `sources_per_page` of them from one page.
-    pub async fn search(&self, question: &str, limit: usize) -> Result<Found, RetrievalError> {
-        let found = self.search_unrecorded(question, limit).await;
+    /// at most `sources_per_page` of them from one page; a follow-up is searched with
+    /// the turn before it (`previous`).
+    pub async fn search(
+        &self,
+        question: &str,
+        previous: Option<&Previous>,
+        limit: usize,
+    ) -> Result<Found, RetrievalError> {
+        let found = self
+            .search_unrecorded(question, previous, limit, Embed::Dense)
+            .await;
         self.last_search_ok.store(found.is_ok(), Ordering::Relaxed);
-        found
+        let mut found = found?;
+        found.threshold = self.threshold().await?;
+        Ok(found)
     }
 
     /// Whether the last search or probe succeeded.
@@ -311,51 +363,136 @@ impl Retriever {
         Ok(answered?)
     }
 
+    /// The guardrail's threshold: `RETRIEVAL_MIN_SCORE` when set, else the index's own
+    /// calibration.
+    async fn threshold(&self) -> Result<f64, RetrievalError> {
+        match self.fixed_threshold {
+            Some(fixed) => Ok(fixed),
+            None => Ok(self.guardrail().await?.threshold),
+        }
+    }
+
+    /// The guardrail as calibrated for the index as it is now (computed again when the
+    /// passage count changes), or as fixed by `RETRIEVAL_MIN_SCORE`.
+    pub async fn guardrail(&self) -> Result<Guardrail, RetrievalError> {
+        let count = self.passage_count().await?;
+        let mut cached = self.guardrail.lock().await;
+        if let Some((at, guardrail)) = &*cached
+            && *at == count
+        {
+            return Ok(guardrail.clone());
+        }
+        let guardrail = guardrail::calibrate(self, self.fixed_threshold).await?;
+        *cached = Some((count, guardrail.clone()));
+        Ok(guardrail)
+    }
+
     async fn search_unrecorded(
         &self,
         question: &str,
+        previous: Option<&Previous>,
         limit: usize,
+        embed: Embed,
     ) -> Result<Found, RetrievalError> {
-        let sparse = self.bm25.query(question);
-        let dense = match &self.dense {
-            Some(embedder) => embedder
-                .embed(&[question.to_owned()], Side::Query)
-                .await?
-                .pop(),
-            None => None,
+        let query = self.ranker.query(question, previous);
+        let dense = match (&self.dense, embed) {
+            (None, _) | (_, Embed::SparseOnly) => None,
+            (Some(embedder), Embed::Dense) => {
+                let text = match previous {
+                    Some(previous) => format!("{}\n{question}", previous.question),
+                    None => question.to_owned(),
+                };
+                embedder.embed(&[text], Side::Query).await?.pop()
+            }
         };
-        let hybrid = dense.is_some();
-        let candidates = self
+        let mut candidates = self
             .store
             .search(
                 QueryVectors {
-                    sparse: sparse.clone(),
+                    sparse: query.sparse.clone(),
                     dense,
                 },
                 CANDIDATES.max(limit),
             )
             .await?;
-        // Fused scores are ranks, not evidence: ask BM25 alone how well the book matches.
-        let best_sparse = if hybrid {
-            let best = self
-                .store
-                .search(
-                    QueryVectors {
-                        sparse,
-                        dense: None,
-                    },
-                    1,
-                )
-                .await?;
-            best.first().map(|hit| hit.score)
-        } else {
-            candidates.first().map(|hit| hit.score)
-        };
-        let scale = rare_word_idf(self.passage_count().await?);
+        for hit in &mut candidates {
+            hit.score *= self.ranker.adjustment(&query, &hit.payload, previous);
+        }
+        candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
+        let passages = diverse(candidates, limit, self.sources_per_page);
+        let relevance = self.coverage(&query.terms, &passages).await?;
         Ok(Found {
-            passages: diverse(candidates, limit, self.sources_per_page),
-            relevance: f64::from(best_sparse.unwrap_or(0.0)) / scale,
+            passages,
+            relevance,
+            threshold: 0.0,
         })
+    }
+
+    /// How much of the question the best-covering passage holds ([`Coverage`]).
+    async fn coverage(
+        &self,
+        terms: &[rank::Term],
+        passages: &[Passage],
+    ) -> Result<f64, RetrievalError> {
+        if passages.is_empty() || terms.is_empty() {
+            return Ok(0.0);
+        }
+        let count = self.passage_count().await?;
+        let mut idf = Vec::with_capacity(terms.len());
+        for term in terms {
+            idf.push(self.idf(term.id, count).await?);
+        }
+        let coverage = Coverage {
+            terms,
+            idf: &idf,
+            rare: rare_word_idf(count),
+        };
+        Ok(passages
+            .iter()
+            .map(|p| coverage.of(&self.ranker.passage(&p.title, &p.heading, &p.text, &p.lead)))
+            .fold(0.0, f64::max))
+    }
+
+    /// One word's IDF in the index: the best passage for the word alone scores its
+    /// IDF times the word's weight in that passage, which is computed again from the
+    /// passage. `None` when no passage holds the word.
+    async fn idf(&self, term: u32, count: usize) -> Result<Option<f64>, RetrievalError> {
+        {
+            let mut cache = self.idf.lock().unwrap_or_else(|e| e.into_inner());
+            if cache.0 != count {
+                *cache = (count, HashMap::new());
+            }
+            if let Some(known) = cache.1.get(&term) {
+                return Ok(*known);
+            }
+        }
+        let best = self
+            .store
+            .search(
+                QueryVectors {
+                    sparse: qdrant_edge::SparseVector {
+                        indices: vec![term],
+                        values: vec![1.0],
+                    },
+                    dense: None,
+                },
+                1,
+            )
+            .await?;
+        let idf = best.first().and_then(|hit| {
+            let weight = rank::value_of(&self.ranker.payload(&hit.payload), term);
+            (weight > 0.0).then(|| f64::from(hit.score) / f64::from(weight))
+        });
+        let mut cache = self.idf.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.1.len() < IDF_CACHE {
+            cache.1.insert(term, idf);
+        }
+        Ok(idf)
+    }
+
+    /// Passages of the index to calibrate with (the first `limit` the store lists).
+    pub(crate) async fn sample(&self, limit: usize) -> Result<Vec<ChunkPayload>, RetrievalError> {
+        Ok(self.store.sample(limit).await?)
     }
 
     /// Indexes every page under `locations`. Unchanged pages are skipped, changed ones
@@ -418,6 +555,7 @@ impl Retriever {
         }
         progress.finish();
         *self.passages.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *self.guardrail.lock().await = None;
         Ok(summary)
     }
 
@@ -480,7 +618,7 @@ impl Retriever {
                         &CHUNK_NAMESPACE,
                         format!("{root}\0{}#{}", page.path, c.index).as_bytes(),
                     ),
-                    sparse: self.bm25.document(&embedding_text(c)),
+                    sparse: self.ranker.passage(&c.title, &c.heading, &c.text, &c.lead),
                     dense: dense.as_ref().map(|d| d[i].clone()),
                     payload: ChunkPayload {
                         root: root.to_owned(),
@@ -491,6 +629,7 @@ impl Retriever {
                         url: page.url.clone(),
                         anchor: c.anchor.clone(),
                         text: c.text.clone(),
+                        lead: c.lead.clone(),
                         index: c.index,
                     },
                 })
@@ -500,6 +639,15 @@ impl Retriever {
         }
         Ok(written)
     }
+}
+
+/// Whether a search embeds its question with the dense model too (when there is one):
+/// calibrating the guardrail asks dozens of questions and reads only their BM25 coverage,
+/// so it never spends the embedding endpoint's quota.
+#[derive(Clone, Copy)]
+enum Embed {
+    Dense,
+    SparseOnly,
 }
 
 /// What one ingest of one location keeps track of.

@@ -289,6 +289,19 @@ impl VectorStore for RemoteStore {
         Ok(files)
     }
 
+    async fn sample(&self, limit: usize) -> Result<Vec<ChunkPayload>, StoreError> {
+        self.ready().await?;
+        let request = ScrollPointsBuilder::new(&self.collection)
+            .limit(limit as u32)
+            .with_payload(true);
+        let page = self.client.scroll(request).await.map_err(remote)?;
+        Ok(page
+            .result
+            .into_iter()
+            .filter_map(|point| payload_of(point.payload))
+            .collect())
+    }
+
     async fn search(&self, query: QueryVectors, limit: usize) -> Result<Vec<Hit>, StoreError> {
         self.ready().await?;
         let request = match &query.dense {

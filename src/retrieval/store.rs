@@ -32,7 +32,7 @@ pub struct Point {
     pub payload: ChunkPayload,
 }
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ChunkPayload {
     /// The ingest root the file was found under (what `lectern ingest` was given).
@@ -51,6 +51,9 @@ pub struct ChunkPayload {
     #[serde(default)]
     pub anchor: String,
     pub text: String,
+    /// The section's first sentence, on the section's first chunk (ranking weighs it).
+    #[serde(default)]
+    pub lead: String,
     pub index: usize,
 }
 
@@ -91,6 +94,9 @@ pub trait VectorStore: Send + Sync {
     async fn files(&self, root: &str) -> Result<HashMap<String, String>, StoreError>;
     async fn search(&self, query: QueryVectors, limit: usize) -> Result<Vec<Hit>, StoreError>;
     async fn count(&self) -> Result<usize, StoreError>;
+    /// Up to `limit` passages, the first the store lists (ids are hashes, so they are
+    /// spread over the pages): what the guardrail calibrates with.
+    async fn sample(&self, limit: usize) -> Result<Vec<ChunkPayload>, StoreError>;
     /// Whether the store answers (and is set up); the embedded one always does.
     async fn probe(&self) -> Result<(), StoreError> {
         Ok(())
@@ -332,5 +338,28 @@ impl VectorStore for EmbeddedStore {
 
     async fn count(&self) -> Result<usize, StoreError> {
         self.run(|shard| Ok(shard.info().points_count)).await
+    }
+
+    async fn sample(&self, limit: usize) -> Result<Vec<ChunkPayload>, StoreError> {
+        self.run(move |shard| {
+            let (records, _) = shard
+                .scroll(ScrollRequest {
+                    offset: None,
+                    limit: Some(limit),
+                    filter: None,
+                    with_payload: Some(WithPayloadInterface::Bool(true)),
+                    with_vector: WithVector::Bool(false),
+                    order_by: None,
+                })
+                .map_err(engine)?;
+            Ok(records
+                .into_iter()
+                .filter_map(|r| {
+                    let payload = serde_json::to_value(r.payload?.0).ok()?;
+                    serde_json::from_value(payload).ok()
+                })
+                .collect())
+        })
+        .await
     }
 }

@@ -7,6 +7,7 @@ mod chat;
 mod durability;
 mod fake_llm;
 mod foundation;
+mod generators;
 mod graphiql;
 mod helpers;
 mod history;
