@@ -402,9 +402,26 @@ impl ChatService {
             }
             previous = Some(turn);
         }
-        let query = match &request.selected_text {
-            Some(selected) => format!("{}\n{}", request.message, selected),
-            None => request.message.clone(),
+        // With a model, a follow-up is first rewritten as a question that stands alone.
+        let standalone = match (&previous, &request.selected_text) {
+            (Some(previous), None) => {
+                let started = std::time::Instant::now();
+                let rewritten = self
+                    .generator
+                    .standalone(&previous.question, &request.message)
+                    .await;
+                if rewritten.is_some() {
+                    metrics::histogram!("lectern_follow_up_rewrite_duration_seconds")
+                        .record(started.elapsed());
+                }
+                rewritten
+            }
+            _ => None,
+        };
+        let query = match (&request.selected_text, &standalone) {
+            (Some(selected), _) => format!("{}\n{}", request.message, selected),
+            (None, Some(rewritten)) => rewritten.clone(),
+            (None, None) => request.message.clone(),
         };
         let started = std::time::Instant::now();
         let found = Box::pin(self.retriever.search(&query, previous.as_ref(), PASSAGES))

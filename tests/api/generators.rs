@@ -13,6 +13,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
+use crate::fake_llm::{FakeLlm, Mode};
 use crate::helpers::{Backend, TestApp, access_token, spawn_app};
 
 const SITES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sites");
@@ -342,5 +343,48 @@ async fn rustdoc_items_are_pages_and_methods_are_cited_by_their_anchor() {
             .all(|s| !s["heading"].as_str().unwrap().contains("Display")),
         "{answer}"
     );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn with_a_model_a_follow_up_is_rewritten_as_a_question_of_its_own_first() {
+    let Some(site) = sphinx_site() else { return };
+    let data = tempfile::tempdir().unwrap();
+    ingest(data.path(), site.path());
+    let fake = FakeLlm::start(Mode::Stream {
+        pieces: vec!["How do I declare a required option on the command line?".into()],
+        delay: std::time::Duration::ZERO,
+    })
+    .await;
+    let mut extra: Vec<(&str, String)> = fake.llm_settings();
+    extra.push(("DATA_DIR", data.path().to_str().unwrap().to_owned()));
+    let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app = spawn_app(Backend::Sqlite, &extra).await.unwrap();
+    let first = ask(&app, "How do I accept options on the command line?").await;
+    let before = fake.chat_requests().len();
+    let next = chat(
+        &app,
+        None,
+        json!({ "message": "Can I insist on it?", "previousTurnId": first["turnId"] }),
+    )
+    .await;
+    let requests = fake.chat_requests();
+    assert_eq!(
+        requests.len(),
+        before + 2,
+        "one call to rewrite the follow-up, one to answer it"
+    );
+    let rewrite = requests[before]["messages"].to_string();
+    assert!(
+        rewrite.contains("How do I accept options on the command line?")
+            && rewrite.contains("Can I insist on it?")
+            && rewrite.contains("rewrite"),
+        "{rewrite}"
+    );
+    // "Can I insist on it?" shares no word with the site: the guardrail would refuse it
+    // (its words weigh above the previous question's). Rewritten, it is answered from
+    // the option's page.
+    assert_eq!(paths(&next)[0], "cli.html", "{next}");
+    assert_eq!(next["unanswered"], false, "{next}");
     app.shutdown().await;
 }
