@@ -13,10 +13,17 @@
 //!   Starlight), `article`, falling back to `body`; inside it navigation, sidebars,
 //!   footers, scripts, forms and hidden elements are dropped. Anchors are the page's
 //!   own `id`s.
+//! - Each generator's own shapes: Sphinx's API descriptions (`dl.py > dt.sig`) and
+//!   rustdoc's method headers (`.code-header`) become sections headed by the item's
+//!   name, anchored where the generator anchors them; rustdoc pages are titled by their
+//!   `<title>` (`Mooring in harbour`), and its trait-implementation and `Deref` lists
+//!   are left out.
 //! - Pages that are not content are recognised and skipped with a reason
 //!   ([`Skip`]): a generator's aggregate and utility pages (mdBook's `print.html` and
-//!   `toc.html`, `404`, search and index pages), pages marked `noindex`, and redirect
-//!   stubs.
+//!   `toc.html`, `404`, search and index pages, Sphinx's `contents`, rustdoc's `all`,
+//!   `settings`, `help` and source pages), what generators write beside their pages
+//!   (Sphinx's `_sources/`, rustdoc's `static.files/`), pages that are mostly links,
+//!   pages marked `noindex`, and redirect stubs.
 
 use std::collections::HashMap;
 

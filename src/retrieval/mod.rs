@@ -6,6 +6,11 @@
 //! [`embed`] turns them into BM25 sparse vectors (no model needed) and optional dense
 //! embeddings; [`store`] (embedded Qdrant) or [`remote`] (a Qdrant server) keeps them.
 //!
+//! [`rank`] decides what a passage's and a question's sparse vectors weigh (fields,
+//! [`synonyms`], the previous turn of a follow-up) and how much of a question a passage
+//! holds; [`guardrail`] calibrates, per index, under which share a question is not in
+//! the book.
+//!
 //! [`Retriever`] ties them together for the chat flow (`search`) and for `lectern ingest`
 //! and first-start indexing (`ingest`).
 
@@ -718,8 +723,9 @@ fn fallback_title(path: &str) -> String {
     stem.replace(['-', '_'], " ")
 }
 
-/// The heading path travels with the text into both vectors, so a question that names a
-/// section finds its passages.
+/// The heading path travels with the text into the dense vector, so a question that names
+/// a section finds its passages (the sparse vector weighs it as a field of its own,
+/// [`Ranker::passage`]).
 fn embedding_text(chunk: &chunk::Chunk) -> String {
     if chunk.heading.is_empty() {
         chunk.text.clone()

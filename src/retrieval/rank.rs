@@ -94,11 +94,6 @@ impl Ranker {
         Self { bm25, synonyms }
     }
 
-    /// The text of a passage as BM25 embeds it for dense models and for display.
-    pub fn bm25(&self) -> &Bm25 {
-        &self.bm25
-    }
-
     /// A passage's sparse vector, from the fields its payload keeps (so it can be
     /// computed again from a search hit).
     pub fn passage(&self, title: &str, heading: &str, text: &str, lead: &str) -> SparseVector {

@@ -1,9 +1,10 @@
 //! Sites built in the test by the real generators, indexed as published: Sphinx, MkDocs
 //! with its default theme and with Material for MkDocs (PyPI, pinned by
-//! `tests/sites/requirements.txt`, installed once by `tests/sites/generators.sh`), and
-//! rustdoc (the toolchain's). Each check goes through `lectern ingest` and GraphQL:
-//! what a generator writes beside its pages is skipped, citations link to the page and
-//! the anchor the generator wrote, and a follow-up keeps its conversation's context.
+//! `tests/sites/requirements.txt`, installed once by `tests/sites/generators.sh`),
+//! rustdoc (the toolchain's), and the toolchain's own mdBook Edition Guide. Each check
+//! goes through `lectern ingest` and GraphQL: what a generator writes beside its pages
+//! is skipped, citations link to the page and the anchor the generator wrote, and a
+//! follow-up keeps its conversation's context.
 //!
 //! Without Python the Sphinx and MkDocs halves are skipped with a notice, unless
 //! `LECTERN_REQUIRE_GENERATORS=1` (CI sets it).
@@ -386,5 +387,46 @@ async fn with_a_model_a_follow_up_is_rewritten_as_a_question_of_its_own_first() 
     // the option's page.
     assert_eq!(paths(&next)[0], "cli.html", "{next}");
     assert_eq!(next["unanswered"], false, "{next}");
+    app.shutdown().await;
+}
+
+/// The toolchain's documentation: real sites of the generator that built them.
+fn toolchain_docs() -> Option<PathBuf> {
+    let sysroot = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()?;
+    let docs =
+        PathBuf::from(String::from_utf8(sysroot.stdout).ok()?.trim()).join("share/doc/rust/html");
+    if docs.is_dir() {
+        Some(docs)
+    } else {
+        eprintln!("notice: the toolchain has no documentation; its mdBook site is skipped");
+        None
+    }
+}
+
+#[tokio::test]
+async fn an_mdbook_site_as_the_toolchain_ships_it_is_indexed_and_cited() {
+    let Some(docs) = toolchain_docs() else { return };
+    let data = tempfile::tempdir().unwrap();
+    let (stdout, stderr) = ingest(data.path(), &docs.join("edition-guide"));
+    for line in [
+        "skipped print.html: the print version of the whole book",
+        "skipped toc.html: a table of contents",
+    ] {
+        assert!(stderr.contains(line), "{line} in {stderr}");
+    }
+    assert!(stdout.contains("calibrated on this index"), "{stdout}");
+    let app = serve(data.path(), Backend::Sqlite).await.unwrap();
+    let answer = ask(
+        &app,
+        "Can I chain several if let conditions together with &&?",
+    )
+    .await;
+    assert_eq!(answer["unanswered"], false, "{answer}");
+    assert_eq!(paths(&answer)[0], "rust-2024/let-chains.html", "{answer}");
+    let off = ask(&app, "How do I bake sourdough bread at home?").await;
+    assert_eq!(off["unanswered"], true, "{off}");
     app.shutdown().await;
 }
