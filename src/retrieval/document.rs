@@ -691,11 +691,13 @@ impl HtmlWalk {
                 self.in_link -= 1;
             }
             "p" => {
-                let mut text = HtmlWalk::default();
-                text.element(element);
-                self.out.paragraph(&text.out.text);
                 self.out.gap();
+                // The paragraph's text as it was read, for the section's lead (no second
+                // walk of the paragraph).
+                let start = self.out.text.len();
                 self.element(element);
+                let read = self.out.text.get(start..).unwrap_or_default().to_owned();
+                self.out.paragraph(&read);
                 self.out.gap();
             }
             "dl" if value.has_class("py", scraper::CaseSensitivity::CaseSensitive) => {
